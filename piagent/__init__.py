@@ -1,0 +1,78 @@
+"""piagent: a small agent server in front of a local Ollama, for a Raspberry Pi."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flask import Flask
+
+from .agents import load_agents
+from .api import agents, chat, health
+from .errors import register_error_handlers
+from .memory import ConversationStore
+from .providers.base import Provider
+from .providers.ollama import OllamaProvider
+from .settings import ConfigError, Settings, load_settings
+from .state import EXTENSION_KEY, AppState
+
+# gunicorn halts (instead of respawning the worker forever) on this exit code.
+_EXIT_APP_LOAD_ERROR = 4
+
+
+def create_app(
+    settings: Settings | None = None, *, provider: Provider | None = None
+) -> Flask:
+    """Build the app: settings (from the environment unless given), agents, memory, routes."""
+    try:
+        settings = settings or load_settings()
+        agent_table = load_agents(settings.prompts_dir)
+    except ConfigError as exc:
+        print(f"piagent: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
+
+    _configure_logging()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions[EXTENSION_KEY] = AppState(
+        settings=settings,
+        agents=agent_table,
+        provider=provider or _build_provider(settings),
+        memory=_build_memory(settings),
+    )
+    register_error_handlers(app)
+    for module in (health, agents, chat):
+        app.register_blueprint(module.bp)
+    return app
+
+
+def _build_provider(settings: Settings) -> Provider:
+    return OllamaProvider(
+        settings.ollama_host,
+        connect_timeout_s=settings.connect_timeout_s,
+        reply_timeout_s=settings.reply_timeout_s,
+        stream_idle_timeout_s=settings.stream_idle_timeout_s,
+    )
+
+
+def _build_memory(settings: Settings) -> ConversationStore | None:
+    if not settings.enable_memory:
+        return None
+    return ConversationStore(
+        max_messages=settings.memory_max_turns,
+        ttl_s=settings.memory_ttl_min * 60,
+        max_conversations=settings.memory_max_conversations,
+    )
+
+
+def _configure_logging() -> None:
+    """Give the `piagent` logger a stderr handler unless the host configured logging."""
+    logger = logging.getLogger("piagent")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

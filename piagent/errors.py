@@ -1,0 +1,102 @@
+"""The one place where exceptions become status codes and JSON `{"detail": ...}` bodies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
+
+log = logging.getLogger("piagent")
+
+
+class ApiError(Exception):
+    """An error with a status code and a detail a client can act on."""
+
+    status = 500
+
+    def __init__(self, detail: Any, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    """The body is not JSON, has wrong types or breaks a rule (detail: a list per field)."""
+
+    status = 422
+
+
+class UnknownAgent(ApiError):
+    """The request names an agent that does not exist."""
+
+    status = 404
+
+
+class UpstreamError(ApiError):
+    """The model server failed: unreachable, answered an error, or sent garbage."""
+
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The model server took longer than its timeout."""
+
+    status = 504
+
+
+class UpstreamBusy(UpstreamError):
+    """The model server said it is busy; the client may retry shortly."""
+
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class StreamInterrupted(RuntimeError):
+    """Raised out of a started stream so the WSGI server drops the connection unfinished."""
+
+
+def _json_error(
+    status: int, detail: Any, headers: dict[str, str] | None = None
+) -> Response:
+    response = jsonify(detail=detail)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn every exception a view can raise into a JSON error response."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        if isinstance(exc, UpstreamError):
+            log.warning("upstream failure (%d): %s", exc.status, exc.detail)
+        return _json_error(exc.status, exc.detail, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        # Keep the headers werkzeug chose (Allow on 405), drop its HTML body.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        detail = exc.description
+        if isinstance(exc, RequestEntityTooLarge):
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            detail = f"request body is larger than the limit of {limit} bytes"
+        elif isinstance(exc, NotFound):
+            detail = f"no such route: {request.path}"
+        elif isinstance(exc, MethodNotAllowed):
+            detail = f"{request.method} is not allowed on {request.path}"
+        return _json_error(exc.code or 500, detail, headers)
+
+    @app.errorhandler(Exception)
+    def unhandled_error(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _json_error(500, "internal server error; the cause is in the server log")

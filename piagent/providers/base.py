@@ -1,0 +1,55 @@
+"""The provider contract: what the chat views need from a model server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..memory import Message
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """Sampling and size limits for one call."""
+
+    temperature: float
+    ctx_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatStats:
+    """What the model server reported once the reply was complete."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    done_reason: str | None = None
+    total_duration_ns: int | None = None
+    eval_duration_ns: int | None = None
+
+
+class ChatStream(Protocol):
+    """An open reply: iterate for text fragments; `stats` is set after the last one."""
+
+    stats: ChatStats | None
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def close(self) -> None:
+        """Release the upstream connection; safe to call more than once."""
+
+
+class Provider(Protocol):
+    """A model server. `open_chat` raises an `UpstreamError` before returning on failure."""
+
+    name: str
+
+    def open_chat(
+        self,
+        messages: Sequence[Message],
+        model: str,
+        options: GenerationOptions,
+        *,
+        stream: bool,
+    ) -> ChatStream: ...

@@ -1,0 +1,69 @@
+"""Settings: read once from the environment (with `.env` beneath it), validated, frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be read; the message is one line."""
+
+
+class Settings(BaseModel):
+    """Every knob of the server; field `x_y` is read from variable `X_Y`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: Literal["ollama"] = "ollama"
+    ollama_host: str = Field("http://127.0.0.1:11434", pattern=r"^https?://\S+$")
+    ollama_model_general: str = Field("qwen2.5:3b-instruct", min_length=1)
+    ctx_tokens: int = Field(2048, gt=0)
+    max_tokens: int = Field(200, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2)
+
+    enable_memory: bool = True
+    memory_max_turns: int = Field(8, ge=0)
+    memory_ttl_min: float = Field(60, ge=0)
+    memory_max_conversations: int = Field(500, ge=1)
+
+    # Upstream timeouts (SPEC): connecting, a whole non-stream reply, silence in a stream.
+    connect_timeout_s: float = Field(10, gt=0)
+    reply_timeout_s: float = Field(60, gt=0)
+    stream_idle_timeout_s: float = Field(120, gt=0)
+
+    # 4000 characters outside the BMP, each escaped as \\uXXXX\\uXXXX (12 bytes), plus
+    # the other fields, fit in 64 KiB with room to spare.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Build Settings from `env_file` (when present) overlaid by `environ` (os.environ)."""
+    values: dict[str, str | None] = {}
+    if env_file is not None and env_file.is_file():
+        values.update(dotenv_values(env_file))
+    values.update(os.environ if environ is None else environ)
+
+    fields = {
+        name: values[name.upper()]
+        for name in Settings.model_fields
+        if name.upper() in values
+    }
+    try:
+        return Settings.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = str(first["loc"][0]).upper()
+        raise ConfigError(
+            f"{name}={fields.get(name.lower())!r} is invalid: {first['msg']}"
+        ) from None
