@@ -1,4 +1,4 @@
-"""The in-process conversation store: recent messages per conversation, LRU-capped, idle-expiring."""
+"""In-process conversation store: recent messages per conversation, LRU-capped, expiring."""
 
 from __future__ import annotations
 

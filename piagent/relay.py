@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from itertools import chain
 
 from .errors import StreamInterrupted, UpstreamError
 from .providers.base import ChatStream
@@ -24,8 +25,29 @@ def collect_reply(upstream: ChatStream, remember: Remember | None) -> str:
     return reply
 
 
-def relay_fragments(
+def stream_reply(
     upstream: ChatStream, remember: Remember | None, conversation_id: str
+) -> Iterator[bytes]:
+    """Wait for the first fragment, then return the generator that relays the rest.
+
+    Waiting means a failure before any text (a timeout, a broken first line) is raised
+    here, before the response starts, and still gets its own status code.
+    """
+    fragments = iter(upstream)
+    try:
+        first = next(fragments, None)
+    except BaseException:
+        upstream.close()
+        raise
+    head = [] if first is None else [first]
+    return _relay(chain(head, fragments), upstream, remember, conversation_id)
+
+
+def _relay(
+    fragments: Iterator[str],
+    upstream: ChatStream,
+    remember: Remember | None,
+    conversation_id: str,
 ) -> Iterator[bytes]:
     """Yield each fragment as it arrives.
 
@@ -38,7 +60,7 @@ def relay_fragments(
     delivered: list[str] = []
     failed = False
     try:
-        for fragment in upstream:
+        for fragment in fragments:
             yield fragment.encode()
             delivered.append(fragment)
     except UpstreamError as exc:

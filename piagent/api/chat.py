@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ..errors import InvalidRequest, UnknownAgent
 from ..memory import Message
-from ..relay import collect_reply, relay_fragments
+from ..relay import collect_reply, stream_reply
 from ..schemas import ChatReply, ChatRequest
 from ..state import get_state
 
@@ -31,14 +31,14 @@ def chat() -> Response:
 
     conversation_id = body.conversation_id or str(uuid.uuid4())
     memory = state.memory
-    history = memory.history(conversation_id) if memory else []
+    history = memory.history(conversation_id) if memory is not None else []
     messages = [
         Message("system", agent.system_prompt),
         *history,
         Message("user", body.message),
     ]
     remember = (
-        partial(memory.save_exchange, conversation_id, body.message) if memory else None
+        partial(memory.save_exchange, conversation_id, body.message) if memory is not None else None
     )
     model = state.settings.ollama_model_general
 
@@ -48,7 +48,7 @@ def chat() -> Response:
     headers = {"X-Conversation-Id": conversation_id}
     if body.stream:
         return Response(
-            relay_fragments(upstream, remember, conversation_id),
+            stream_reply(upstream, remember, conversation_id),
             content_type="text/plain; charset=utf-8",
             headers=headers | _STREAM_HEADERS,
         )

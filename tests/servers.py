@@ -1,0 +1,120 @@
+"""Run piagent under real WSGI servers on loopback, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"Listening at: http://([\d.]+:\d+)")
+
+
+@dataclass
+class RunningServer:
+    """A server under test: its base URL and, for a subprocess, its PID and log."""
+
+    url: str
+    pid: int | None = None
+    log_path: Path | None = None
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def wait_until(condition, timeout: float, interval: float = 0.01, what: str = "condition"):
+    """Poll `condition` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def gunicorn(env: Mapping[str, str], log_dir: Path, *, extra_args: tuple[str, ...] = ()):
+    """Start `gunicorn -c gunicorn.conf.py wsgi:app` on a free loopback port; stop it after.
+
+    It runs in `log_dir`, so a developer's own .env in the repo does not leak in.
+    """
+    log_path = log_dir / f"gunicorn-{time.monotonic_ns()}.log"
+    child_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "BIND": "127.0.0.1:0",
+        "ACCESS_LOG": "-",
+        **env,
+    }
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn",
+                "-c", str(REPO / "gunicorn.conf.py"),
+                "--pythonpath", str(REPO),
+                *extra_args,
+                "wsgi:app",
+            ],
+            # A developer's own .env in the repo must not leak into tests; a test may
+            # write one into `log_dir`.
+            cwd=log_dir,
+            env=child_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(url="", pid=process.pid, log_path=log_path)
+    try:
+
+        def listening() -> str | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
+            match = _LISTENING.search(server.log())
+            return match.group(1) if match else None
+
+        server.url = "http://" + wait_until(listening, 20, what="gunicorn to listen")
+        wait_until(lambda: _healthy(server.url), 20, what="the worker to boot")
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@contextmanager
+def waitress_server(app) -> Iterator[RunningServer]:
+    """Serve `app` with waitress (threads, no gevent) in this process."""
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        host, port = server.socket.getsockname()[:2]
+        yield RunningServer(url=f"http://{host}:{port}")
+    finally:
+        server.close()
+        thread.join(timeout=5)

@@ -1,0 +1,50 @@
+import pytest
+
+from piagent.providers.ndjson import MalformedLine, iter_ndjson
+
+LINES = [b'{"a": 1}\n', b'{"b": "two"}\n', b'{"done": true, "c": "x"}\n']
+
+
+def test_one_line_per_read():
+    assert list(iter_ndjson(LINES)) == [{"a": 1}, {"b": "two"}, {"done": True, "c": "x"}]
+
+
+def test_line_split_across_reads_is_reassembled():
+    data = b"".join(LINES)
+    chunks = [data[i : i + 3] for i in range(0, len(data), 3)]
+    assert list(iter_ndjson(chunks)) == list(iter_ndjson(LINES))
+
+
+def test_several_lines_in_one_read():
+    assert len(list(iter_ndjson([b"".join(LINES)]))) == 3
+
+
+def test_last_line_without_newline():
+    assert list(iter_ndjson([b'{"a": 1}\n{"b": 2}'])) == [{"a": 1}, {"b": 2}]
+
+
+def test_blank_lines_are_ignored():
+    assert list(iter_ndjson([b'\n{"a": 1}\n\r\n\n'])) == [{"a": 1}]
+
+
+def test_each_object_is_handed_on_before_the_next_read():
+    reads: list[int] = []
+
+    def chunks():
+        for index, line in enumerate(LINES):
+            reads.append(index)
+            yield line
+
+    for index, _ in enumerate(iter_ndjson(chunks())):
+        assert reads[-1] == index  # nothing read ahead of the object handed on
+
+
+def test_multibyte_character_split_between_reads():
+    data = '{"t": "é😀"}\n'.encode()
+    assert list(iter_ndjson([data[:8], data[8:10], data[10:]])) == [{"t": "é😀"}]
+
+
+@pytest.mark.parametrize("line", [b"not json\n", b"[1, 2]\n", b'{"a": \n'])
+def test_malformed_line_raises(line):
+    with pytest.raises(MalformedLine):
+        list(iter_ndjson([b'{"ok": 1}\n', line]))
