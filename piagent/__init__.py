@@ -20,9 +20,7 @@ from .state import EXTENSION_KEY, AppState
 _EXIT_APP_LOAD_ERROR = 4
 
 
-def create_app(
-    settings: Settings | None = None, *, provider: Provider | None = None
-) -> Flask:
+def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> Flask:
     """Build the app: settings (from the environment unless given), agents, memory, routes."""
     try:
         settings = settings or load_settings()
@@ -71,8 +69,6 @@ def _configure_logging() -> None:
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

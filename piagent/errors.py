@@ -64,9 +64,7 @@ class StreamInterrupted(RuntimeError):
     """Raised out of a started stream so the WSGI server drops the connection unfinished."""
 
 
-def _json_error(
-    status: int, detail: Any, headers: dict[str, str] | None = None
-) -> Response:
+def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
     response = jsonify(detail=detail)
     response.status_code = status
     response.headers.update(headers or {})

@@ -58,9 +58,7 @@ class ConversationStore:
             self._touch(conversation_id, conversation, now)
             return list(conversation.messages)
 
-    def save_exchange(
-        self, conversation_id: str, user_text: str, reply_text: str
-    ) -> None:
+    def save_exchange(self, conversation_id: str, user_text: str, reply_text: str) -> None:
         """Remember a user message and the model's reply together."""
         with self._lock:
             now = self._clock()
@@ -83,9 +81,7 @@ class ConversationStore:
         with self._lock:
             return len(self._conversations)
 
-    def _touch(
-        self, conversation_id: str, conversation: _Conversation, now: float
-    ) -> None:
+    def _touch(self, conversation_id: str, conversation: _Conversation, now: float) -> None:
         conversation.last_access = now
         self._conversations[conversation_id] = conversation
         self._conversations.move_to_end(conversation_id)

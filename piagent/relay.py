@@ -65,14 +65,15 @@ def _relay(
             delivered.append(fragment)
     except UpstreamError as exc:
         failed = True
-        log.warning(
-            "stream %s cut short after it started: %s", conversation_id, exc.detail
-        )
+        log.warning("stream %s cut short after it started: %s", conversation_id, exc.detail)
         raise StreamInterrupted(exc.detail) from None
     except Exception:
         failed = True
         raise
     finally:
-        upstream.close()
-        if remember and delivered and not failed:
-            remember("".join(delivered))
+        try:
+            # Remember before closing: whoever sees the upstream close may ask again at once.
+            if remember and delivered and not failed:
+                remember("".join(delivered))
+        finally:
+            upstream.close()

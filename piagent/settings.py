@@ -55,9 +55,7 @@ def load_settings(
     values.update(os.environ if environ is None else environ)
 
     fields = {
-        name: values[name.upper()]
-        for name in Settings.model_fields
-        if name.upper() in values
+        name: values[name.upper()] for name in Settings.model_fields if name.upper() in values
     }
     try:
         return Settings.model_validate(fields)

@@ -62,9 +62,13 @@ def gunicorn(env: Mapping[str, str], log_dir: Path, *, extra_args: tuple[str, ..
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn",
-                "-c", str(REPO / "gunicorn.conf.py"),
-                "--pythonpath", str(REPO),
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(REPO / "gunicorn.conf.py"),
+                "--pythonpath",
+                str(REPO),
                 *extra_args,
                 "wsgi:app",
             ],

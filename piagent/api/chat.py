@@ -42,9 +42,7 @@ def chat() -> Response:
     )
     model = state.settings.ollama_model_general
 
-    upstream = state.provider.open_chat(
-        messages, model, state.options, stream=body.stream
-    )
+    upstream = state.provider.open_chat(messages, model, state.options, stream=body.stream)
     headers = {"X-Conversation-Id": conversation_id}
     if body.stream:
         return Response(
@@ -67,9 +65,7 @@ def chat() -> Response:
         },
         done_reason=stats and stats.done_reason,
     )
-    return Response(
-        payload.model_dump_json(), content_type="application/json", headers=headers
-    )
+    return Response(payload.model_dump_json(), content_type="application/json", headers=headers)
 
 
 def _parse_chat_request() -> ChatRequest:
@@ -78,9 +74,7 @@ def _parse_chat_request() -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(data)
     except ValidationError as exc:
-        errors = exc.errors(
-            include_url=False, include_context=False, include_input=False
-        )
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise InvalidRequest(
             [{**error, "loc": ["body", *error["loc"]]} for error in errors]
         ) from None

@@ -81,13 +81,9 @@ class OllamaProvider:
                 f"Ollama is not reachable at {self.host}: is it running? (OLLAMA_HOST)"
             ) from None
         except requests.Timeout:
-            raise UpstreamTimeout(
-                f"Ollama did not answer within {read_timeout:g} s"
-            ) from None
+            raise UpstreamTimeout(f"Ollama did not answer within {read_timeout:g} s") from None
         except requests.RequestException as exc:
-            raise UpstreamError(
-                f"request to Ollama at {self.host} failed: {exc}"
-            ) from None
+            raise UpstreamError(f"request to Ollama at {self.host} failed: {exc}") from None
 
         if response.status_code != 200:
             raise self._status_error(response, model)
@@ -133,9 +129,7 @@ class OllamaChatStream:
                 if self.stats is not None:
                     return
         except MalformedLine as exc:
-            raise UpstreamError(
-                f"Ollama sent a reply piagent cannot read ({exc})"
-            ) from None
+            raise UpstreamError(f"Ollama sent a reply piagent cannot read ({exc})") from None
         except requests.RequestException as exc:
             if exc.args and isinstance(exc.args[0], ReadTimeoutError):
                 raise UpstreamTimeout(
@@ -153,9 +147,7 @@ class OllamaChatStream:
 
 def _event_text(event: dict[str, Any]) -> str:
     if "error" in event:
-        raise UpstreamError(
-            f"Ollama failed in the middle of the reply: {event['error']}"
-        )
+        raise UpstreamError(f"Ollama failed in the middle of the reply: {event['error']}")
     message = event.get("message")
     content = message.get("content", "") if isinstance(message, dict) else None
     if not isinstance(content, str):
@@ -171,9 +163,7 @@ def _event_stats(event: dict[str, Any]) -> ChatStats:
     return ChatStats(
         prompt_tokens=count("prompt_eval_count"),
         completion_tokens=count("eval_count"),
-        done_reason=event.get("done_reason")
-        if isinstance(event.get("done_reason"), str)
-        else None,
+        done_reason=event.get("done_reason") if isinstance(event.get("done_reason"), str) else None,
         total_duration_ns=count("total_duration"),
         eval_duration_ns=count("eval_duration"),
     )

@@ -58,7 +58,9 @@ def test_stream_survives_any_read_boundaries(client, fake, variant):
 
 
 def test_exact_upstream_request(make_settings, fake):
-    client = create_app(make_settings(temperature=0.3, ctx_tokens=1024, max_tokens=50)).test_client()
+    client = create_app(
+        make_settings(temperature=0.3, ctx_tokens=1024, max_tokens=50)
+    ).test_client()
     chat(client, message="What is a Pi?", agent="shell")
     request = fake.requests[-1]
     assert request.path == "/api/chat"

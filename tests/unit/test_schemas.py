@@ -49,7 +49,10 @@ def test_good_conversation_id_is_accepted():
 
 
 def test_null_conversation_id_means_new():
-    assert ChatRequest.model_validate_json(b'{"message":"hi","conversation_id":null}').conversation_id is None
+    assert (
+        ChatRequest.model_validate_json(b'{"message":"hi","conversation_id":null}').conversation_id
+        is None
+    )
 
 
 def test_unknown_fields_are_ignored():
