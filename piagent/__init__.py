@@ -11,7 +11,7 @@ from .agents import load_agents
 from .api import agents, chat, health
 from .errors import register_error_handlers
 from .memory import ConversationStore
-from .providers.base import Provider
+from .providers.base import Provider, Timeouts
 from .providers.ollama import OllamaProvider
 from .settings import ConfigError, Settings, load_settings
 from .state import EXTENSION_KEY, AppState
@@ -45,12 +45,14 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
 
 
 def _build_provider(settings: Settings) -> Provider:
-    return OllamaProvider(
-        settings.ollama_host,
-        connect_timeout_s=settings.connect_timeout_s,
-        reply_timeout_s=settings.reply_timeout_s,
-        stream_idle_timeout_s=settings.stream_idle_timeout_s,
+    timeouts = Timeouts(
+        connect_s=settings.connect_timeout_s,
+        reply_s=settings.reply_timeout_s,
+        first_token_s=settings.first_token_timeout_s,
+        stream_idle_s=settings.stream_idle_timeout_s,
+        stream_total_s=settings.stream_total_timeout_s,
     )
+    return OllamaProvider(settings.ollama_host, timeouts)
 
 
 def _build_memory(settings: Settings) -> ConversationStore | None:

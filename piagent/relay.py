@@ -1,79 +1,231 @@
-"""Turning an open upstream reply into a client response, and remembering the exchange."""
+"""Turning the model's reply into a client response, and remembering the exchange."""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
+from .disconnect import ClientGone, DisconnectWatch
 from .errors import StreamInterrupted, UpstreamError
 from .providers.base import ChatStream
+from .stream_formats import SSE_HEARTBEAT, StreamFormat
 
 log = logging.getLogger("piagent")
 
-Remember = Callable[[str], None]
+OpenUpstream = Callable[[], ChatStream]
 
 
-def collect_reply(upstream: ChatStream, remember: Remember | None) -> str:
-    """Read the whole reply, remember it when there is text, and always release upstream."""
-    try:
-        reply = "".join(upstream)
-    finally:
-        upstream.close()
-    if remember and reply:
-        remember(reply)
-    return reply
+@dataclass(frozen=True)
+class Exchange:
+    """One request's identity, and how to remember its reply."""
+
+    conversation_id: str
+    model: str
+    remember: Callable[[str], None] | None  # None when memory is off
+
+
+@dataclass
+class _Started:
+    """An upstream reply whose first fragment (or end) has arrived."""
+
+    upstream: ChatStream
+    fragments: Iterator[str]
+    first: str | None
+
+
+def collect_reply(open_upstream: OpenUpstream, watch: DisconnectWatch, exchange: Exchange):
+    """Read a whole reply; remember it when there is text. Returns (text, stats)."""
+    with watch.guard():
+        upstream = open_upstream()
+        try:
+            reply = "".join(upstream)
+        finally:
+            upstream.close()
+    if exchange.remember and reply:
+        exchange.remember(reply)
+    return reply, upstream.stats
+
+
+def _start(open_upstream: OpenUpstream, watch: DisconnectWatch) -> _Started:
+    """Open the upstream and wait for its first fragment, closing it on any failure."""
+    with watch.guard():
+        upstream = open_upstream()
+        try:
+            fragments = iter(upstream)
+            return _Started(upstream, fragments, next(fragments, None))
+        except BaseException:
+            upstream.close()
+            raise
 
 
 def stream_reply(
-    upstream: ChatStream, remember: Remember | None, conversation_id: str
+    open_upstream: OpenUpstream,
+    watch: DisconnectWatch,
+    fmt: StreamFormat,
+    exchange: Exchange,
+    heartbeat_s: float,
 ) -> Iterator[bytes]:
-    """Wait for the first fragment, then return the generator that relays the rest.
+    """Return the response body of a stream, once the first fragment is known.
 
-    Waiting means a failure before any text (a timeout, a broken first line) is raised
-    here, before the response starts, and still gets its own status code.
+    Waiting for it before the response starts means a failure before any text (a
+    timeout, an unknown model) still gets its own status code. SSE waits at most one
+    heartbeat interval: after that the response starts and comments keep it alive.
     """
-    fragments = iter(upstream)
+    if fmt.media_type != "text/event-stream":
+        started = _start(open_upstream, watch)
+        return _relay(started, watch, fmt, exchange)
+
+    waiter = _FirstFragmentWaiter(open_upstream, watch)
     try:
-        first = next(fragments, None)
+        started = waiter.wait(heartbeat_s)
     except BaseException:
-        upstream.close()
+        waiter.abandon()
         raise
-    head = [] if first is None else [first]
-    return _relay(chain(head, fragments), upstream, remember, conversation_id)
+    if started is not None:
+        return _relay(started, watch, fmt, exchange)
+    return _relay_after_heartbeats(waiter, watch, fmt, exchange, heartbeat_s)
+
+
+def _relay_after_heartbeats(
+    waiter: _FirstFragmentWaiter,
+    watch: DisconnectWatch,
+    fmt: StreamFormat,
+    exchange: Exchange,
+    heartbeat_s: float,
+) -> Iterator[bytes]:
+    started = None
+    try:
+        while started is None:
+            yield SSE_HEARTBEAT
+            started = waiter.wait(heartbeat_s)
+    except ClientGone:
+        log.info("stream %s: client left before the first token", exchange.conversation_id)
+        return
+    except UpstreamError as exc:
+        log.warning("stream %s failed before its first token: %s", exchange.conversation_id, exc)
+        yield fmt.event({"type": "error", "detail": exc.detail})
+        return
+    finally:
+        if started is None:
+            waiter.abandon()
+            watch.close()
+    yield from _relay(started, watch, fmt, exchange)
 
 
 def _relay(
-    fragments: Iterator[str],
-    upstream: ChatStream,
-    remember: Remember | None,
-    conversation_id: str,
+    started: _Started, watch: DisconnectWatch, fmt: StreamFormat, exchange: Exchange
 ) -> Iterator[bytes]:
-    """Yield each fragment as it arrives.
+    """Yield each fragment as it arrives, then the end of the stream.
 
     The server asks for the next item only after writing the last, so a fragment
-    counts as delivered once its yield returns. When the client leaves, the server
-    closes this generator at a yield (GeneratorExit): what it saw is remembered. An
-    upstream failure remembers nothing and escapes, so the server drops the
-    connection without the final chunk and the client can tell the reply is cut.
+    counts as delivered once its yield returns. A client that leaves (ClientGone
+    while we wait on the model, or GeneratorExit at a yield) keeps what it saw in
+    memory. An upstream failure keeps nothing: plain text escapes with an error so
+    the server drops the connection without the final chunk; SSE and NDJSON end
+    with an `error` event.
     """
+    upstream = started.upstream
+    head = [] if started.first is None else [started.first]
     delivered: list[str] = []
     failed = False
     try:
-        for fragment in fragments:
-            yield fragment.encode()
+        for fragment in chain(head, _guarded(started.fragments, watch)):
+            yield fmt.delta(fragment)
             delivered.append(fragment)
+        if fmt.structured:
+            yield fmt.event(_done_event(upstream, exchange))
+    except ClientGone:
+        log.info("stream %s: client left, upstream closed", exchange.conversation_id)
     except UpstreamError as exc:
         failed = True
-        log.warning("stream %s cut short after it started: %s", conversation_id, exc.detail)
-        raise StreamInterrupted(exc.detail) from None
+        log.warning("stream %s cut short after it started: %s", exchange.conversation_id, exc)
+        if not fmt.structured:
+            raise StreamInterrupted(exc.detail) from None
+        yield fmt.event({"type": "error", "detail": exc.detail})
     except Exception:
         failed = True
         raise
     finally:
         try:
             # Remember before closing: whoever sees the upstream close may ask again at once.
-            if remember and delivered and not failed:
-                remember("".join(delivered))
+            if exchange.remember and delivered and not failed:
+                exchange.remember("".join(delivered))
         finally:
             upstream.close()
+            watch.close()
+
+
+def _guarded(fragments: Iterator[str], watch: DisconnectWatch) -> Iterator[str]:
+    """The fragments, each awaited where a disconnect can interrupt the wait."""
+    while True:
+        with watch.guard():
+            fragment = next(fragments, None)
+        if fragment is None:
+            return
+        yield fragment
+
+
+def _done_event(upstream: ChatStream, exchange: Exchange) -> dict[str, Any]:
+    stats = upstream.stats
+    return {
+        "type": "done",
+        "conversation_id": exchange.conversation_id,
+        "model": exchange.model,
+        "done_reason": stats.done_reason if stats else None,
+        "usage": {
+            "prompt_tokens": stats.prompt_tokens if stats else None,
+            "completion_tokens": stats.completion_tokens if stats else None,
+        },
+    }
+
+
+class _FirstFragmentWaiter:
+    """Opens the upstream in a helper thread so the caller can wait in slices.
+
+    Under gevent the thread is a greenlet, and `guard()` inside it lets a client
+    disconnect interrupt the upstream call there too.
+    """
+
+    def __init__(self, open_upstream: OpenUpstream, watch: DisconnectWatch) -> None:
+        self._result: queue.SimpleQueue[_Started | BaseException] = queue.SimpleQueue()
+        self._abandoned = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(open_upstream, watch), daemon=True, name="piagent-first-token"
+        )
+        self._watch = watch
+        self._thread.start()
+
+    def _run(self, open_upstream: OpenUpstream, watch: DisconnectWatch) -> None:
+        try:
+            started: _Started | BaseException = _start(open_upstream, watch)
+        except BaseException as exc:  # handed to the waiting request, raised there
+            started = exc
+        if self._abandoned.is_set() and isinstance(started, _Started):
+            started.upstream.close()
+        self._result.put(started)
+
+    def wait(self, timeout_s: float) -> _Started | None:
+        """The started upstream, None if still waiting after `timeout_s`; raises its error."""
+        with self._watch.guard():
+            try:
+                result = self._result.get(timeout=timeout_s)
+            except queue.Empty:
+                return None
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def abandon(self) -> None:
+        """Nobody will read the result: close the upstream as soon as it is open."""
+        self._abandoned.set()
+        try:
+            result = self._result.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(result, _Started):
+            result.upstream.close()

@@ -34,10 +34,16 @@ class Settings(BaseModel):
     memory_ttl_min: float = Field(60, ge=0)
     memory_max_conversations: int = Field(500, ge=1)
 
-    # Upstream timeouts (SPEC): connecting, a whole non-stream reply, silence in a stream.
+    # Upstream timeouts: connecting, a whole non-stream reply, a stream's first token
+    # (a cold model load plus prompt evaluation on a Pi), silence within a stream, and
+    # a whole stream.
     connect_timeout_s: float = Field(10, gt=0)
     reply_timeout_s: float = Field(60, gt=0)
+    first_token_timeout_s: float = Field(120, gt=0)
     stream_idle_timeout_s: float = Field(120, gt=0)
+    stream_total_timeout_s: float = Field(600, gt=0)
+    # SSE comments this often while the first token is awaited, so proxies keep the line.
+    sse_heartbeat_s: float = Field(15, gt=0)
 
     # 4000 characters outside the BMP, each escaped as \\uXXXX\\uXXXX (12 bytes), plus
     # the other fields, fit in 64 KiB with room to spare.

@@ -19,6 +19,17 @@ class GenerationOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long to wait on the model server, in seconds."""
+
+    connect_s: float
+    reply_s: float  # a whole non-stream reply
+    first_token_s: float  # a stream's first token: model load and prompt evaluation
+    stream_idle_s: float  # silence between two parts of a stream
+    stream_total_s: float  # a whole stream
+
+
+@dataclass(frozen=True, slots=True)
 class ChatStats:
     """What the model server reported once the reply was complete."""
 

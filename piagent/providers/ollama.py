@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import UpstreamBusy, UpstreamError, UpstreamTimeout
 from ..memory import Message
-from .base import ChatStats, GenerationOptions
+from .base import ChatStats, GenerationOptions, Timeouts
+from .deadline import ReadDeadline
 from .ndjson import MalformedLine, iter_ndjson
 
 # Enough pooled connections for every stream a gevent worker holds open at once.
@@ -25,18 +27,9 @@ class OllamaProvider:
 
     name = "ollama"
 
-    def __init__(
-        self,
-        host: str,
-        *,
-        connect_timeout_s: float,
-        reply_timeout_s: float,
-        stream_idle_timeout_s: float,
-    ) -> None:
+    def __init__(self, host: str, timeouts: Timeouts) -> None:
         self.host = host.rstrip("/")
-        self._connect_timeout_s = connect_timeout_s
-        self._reply_timeout_s = reply_timeout_s
-        self._stream_idle_timeout_s = stream_idle_timeout_s
+        self._timeouts = timeouts
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
@@ -61,33 +54,42 @@ class OllamaProvider:
                 "num_predict": options.max_tokens,
             },
         }
-        # Without a stream Ollama is silent until the reply is whole, so the read
-        # timeout bounds the whole reply; with one it bounds each silence.
-        read_timeout = self._stream_idle_timeout_s if stream else self._reply_timeout_s
+        limits = self._timeouts
+        started = time.monotonic()
+        # Ollama sends its headers with the first token, so the first read waits for the
+        # model to load and read the prompt; without a stream it waits for the whole reply.
+        if stream:
+            first_read_s = min(limits.first_token_s, limits.stream_total_s)
+            idle_s, total_s = limits.stream_idle_s, limits.stream_total_s
+        else:
+            first_read_s = idle_s = total_s = limits.reply_s
         try:
             response = self._session.post(
                 f"{self.host}/api/chat",
                 json=body,
                 stream=True,
-                timeout=(self._connect_timeout_s, read_timeout),
+                timeout=(limits.connect_s, first_read_s),
             )
         except requests.ConnectTimeout:
             raise UpstreamTimeout(
-                f"Ollama at {self.host} did not accept a connection within "
-                f"{self._connect_timeout_s:g} s"
+                f"Ollama at {self.host} did not accept a connection within {limits.connect_s:g} s"
             ) from None
         except requests.ConnectionError:
             raise UpstreamError(
                 f"Ollama is not reachable at {self.host}: is it running? (OLLAMA_HOST)"
             ) from None
         except requests.Timeout:
-            raise UpstreamTimeout(f"Ollama did not answer within {read_timeout:g} s") from None
+            waited = "produced no first token" if stream else "did not answer"
+            raise UpstreamTimeout(f"Ollama {waited} within {first_read_s:g} s") from None
         except requests.RequestException as exc:
             raise UpstreamError(f"request to Ollama at {self.host} failed: {exc}") from None
 
         if response.status_code != 200:
             raise self._status_error(response, model)
-        return OllamaChatStream(response, read_timeout)
+        deadline = ReadDeadline(
+            response, server="Ollama", idle_s=idle_s, deadline=started + total_s
+        )
+        return OllamaChatStream(response, deadline)
 
     def _status_error(self, response: requests.Response, model: str) -> UpstreamError:
         """Read Ollama's `{"error": ...}` body and turn the status into our error."""
@@ -112,15 +114,15 @@ class OllamaProvider:
 class OllamaChatStream:
     """The text fragments of one /api/chat reply, read line by line as they arrive."""
 
-    def __init__(self, response: requests.Response, read_timeout_s: float) -> None:
+    def __init__(self, response: requests.Response, deadline: ReadDeadline) -> None:
         self._response = response
-        self._read_timeout_s = read_timeout_s
+        self._deadline = deadline
         self.stats: ChatStats | None = None
 
     def __iter__(self) -> Iterator[str]:
         try:
             # chunk_size=None hands on each chunk the moment it is read.
-            for event in iter_ndjson(self._response.iter_content(chunk_size=None)):
+            for event in iter_ndjson(self._timed_chunks()):
                 text = _event_text(event)
                 if event.get("done") is True:
                     self.stats = _event_stats(event)
@@ -132,13 +134,16 @@ class OllamaChatStream:
             raise UpstreamError(f"Ollama sent a reply piagent cannot read ({exc})") from None
         except requests.RequestException as exc:
             if exc.args and isinstance(exc.args[0], ReadTimeoutError):
-                raise UpstreamTimeout(
-                    f"Ollama sent nothing for {self._read_timeout_s:g} s"
-                ) from None
+                raise self._deadline.timeout_error() from None
             raise UpstreamError(
                 "the connection to Ollama broke in the middle of the reply"
             ) from None
         raise UpstreamError("Ollama's reply ended before its final line")
+
+    def _timed_chunks(self) -> Iterator[bytes]:
+        for chunk in self._response.iter_content(chunk_size=None):
+            self._deadline.after_read()
+            yield chunk
 
     def close(self) -> None:
         """Close the HTTP response, which stops Ollama generating for us."""

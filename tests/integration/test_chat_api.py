@@ -280,12 +280,19 @@ def test_non_stream_reply_slower_than_its_timeout_is_504(make_settings, fake):
     assert "did not answer within 0.2 s" in response.get_json()["detail"]
 
 
-def test_stream_silent_before_its_first_token_is_504(make_settings, fake):
-    client = create_app(make_settings(stream_idle_timeout_s=0.2)).test_client()
+def test_stream_without_a_first_token_in_time_is_504(make_settings, fake):
+    client = create_app(make_settings(first_token_timeout_s=0.2)).test_client()
     fake.behave(first_token_delay=2)
     response = chat(client, stream=True)
     assert response.status_code == 504
-    assert "0.2 s" in response.get_json()["detail"]
+    assert "no first token within 0.2 s" in response.get_json()["detail"]
+
+
+def test_first_token_timeout_is_separate_from_the_idle_gap(make_settings, fake):
+    settings = make_settings(first_token_timeout_s=5, stream_idle_timeout_s=0.3)
+    fake.behave(tokens=["slow ", "start"], first_token_delay=0.6)
+    response = chat(create_app(settings).test_client(), stream=True)
+    assert response.get_data(as_text=True) == "slow start"
 
 
 class ExplodingProvider:

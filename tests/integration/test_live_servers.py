@@ -40,7 +40,7 @@ def server(request, module_fake, tmp_path_factory):
 
 @pytest.fixture
 def fake(module_fake):
-    module_fake.behave()
+    module_fake.reset()
     return module_fake
 
 

@@ -365,7 +365,8 @@ def test_delays_hold_back_headers_and_pace_lines(fake: FakeOllama, http: request
         headers_at = time.monotonic()
         arrivals = [time.monotonic() for _ in resp.iter_lines(chunk_size=1)]
     assert headers_at - sent >= 0.1  # Ollama sends no headers before the first token
-    assert all(b - a >= 0.045 for a, b in zip(arrivals, arrivals[1:], strict=False))
+    # Lower bounds only: a busy client may read late, but never before a line was sent.
+    assert [t - sent > 0.099 + 0.05 * i for i, t in enumerate(arrivals)] == [True] * 3
     generation = fake.generations[0].wait_finished()
     assert generation.first_byte_at is not None
     assert generation.first_byte_at - generation.started_at >= 0.1
@@ -411,6 +412,23 @@ def test_behave_once_takes_precedence_one_request_each(
     assert [r.status_code for r in statuses] == [503, 200, 200]
     assert [lines_of(r.content)[0]["message"]["content"] for r in statuses[1:]] == ["x", "ok"]
     assert lines_of(statuses[1].content)[-1]["message"]["content"] == "!"
+
+
+def test_reset_forgets_everything_including_closes_noticed_later(
+    fake: FakeOllama, http: requests.Session
+) -> None:
+    fake.behave(stall_after=0)
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
+    sock.sendall(raw_request("POST", "/api/chat", CHAT))
+    stale = fake.wait_for_generation_start()
+    fake.behave_once(status=503)
+    fake.reset()
+    sock.close()
+    assert stale.wait_finished().outcome == "client_closed"
+    assert fake.requests == [] and fake.generations == []
+    with pytest.raises(TimeoutError):
+        fake.wait_for_client_close(timeout=0.05)
+    assert http.post(fake.url + "/api/chat", json=CHAT).status_code == 200  # default behaviour
 
 
 def test_nothing_to_generate_loads_or_unloads(fake: FakeOllama, http: requests.Session) -> None:
