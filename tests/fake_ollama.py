@@ -316,6 +316,8 @@ class _Server(ThreadingHTTPServer):
     """Threaded HTTP server that tracks its connections and threads so stop() can end them."""
 
     daemon_threads = True
+    # Tests open hundreds of streams at once; the default backlog of 5 refuses some.
+    request_queue_size = 1024
 
     def __init__(self, fake: FakeOllama) -> None:
         self.fake = fake
