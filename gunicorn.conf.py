@@ -30,7 +30,7 @@ keepalive = 5
 preload_app = False
 
 # Logging: to stderr, where systemd's journal picks it up.
-accesslog = _env.get("ACCESS_LOG") or "-"
+accesslog = _env.get("ACCESS_LOG", "-") or None  # empty: no access log
 errorlog = "-"
 loglevel = _env.get("LOG_LEVEL") or "info"
 

@@ -31,6 +31,10 @@ class OllamaProvider:
         self.host = host.rstrip("/")
         self._timeouts = timeouts
         self._session = requests.Session()
+        # Ollama is a local service: skip the per-request scan of the environment for
+        # proxy and netrc settings (a third of our time per request), which could also
+        # route loopback traffic through a proxy.
+        self._session.trust_env = False
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
