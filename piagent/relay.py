@@ -78,7 +78,7 @@ def stream_reply(
     """
     if fmt.media_type != "text/event-stream":
         started = _start(open_upstream, watch)
-        return _relay(started, watch, fmt, exchange)
+        return _Body(_relay(started, watch, fmt, exchange), started.upstream.close, watch)
 
     waiter = _FirstFragmentWaiter(open_upstream, watch)
     try:
@@ -87,8 +87,33 @@ def stream_reply(
         waiter.abandon()
         raise
     if started is not None:
-        return _relay(started, watch, fmt, exchange)
-    return _relay_after_heartbeats(waiter, watch, fmt, exchange, heartbeat_s)
+        return _Body(_relay(started, watch, fmt, exchange), started.upstream.close, watch)
+    body = _relay_after_heartbeats(waiter, watch, fmt, exchange, heartbeat_s)
+    return _Body(body, waiter.abandon, watch)
+
+
+class _Body:
+    """A response body that releases the upstream even if the server never iterates it.
+
+    Closing a generator that has not started skips its `finally`, so close() also
+    runs the cleanup itself (both cleanups are safe to repeat).
+    """
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None], watch) -> None:
+        self._chunks = chunks
+        self._release = release
+        self._watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        """Called by the WSGI server when the response is over, however it ended."""
+        try:
+            self._chunks.close()
+        finally:
+            self._release()
+            self._watch.close()
 
 
 def _relay_after_heartbeats(
@@ -193,7 +218,8 @@ class _FirstFragmentWaiter:
 
     def __init__(self, open_upstream: OpenUpstream, watch: DisconnectWatch) -> None:
         self._result: queue.SimpleQueue[_Started | BaseException] = queue.SimpleQueue()
-        self._abandoned = threading.Event()
+        self._lock = threading.Lock()  # makes "abandoned?" and "put the result" one step
+        self._abandoned = False
         self._thread = threading.Thread(
             target=self._run, args=(open_upstream, watch), daemon=True, name="piagent-first-token"
         )
@@ -205,9 +231,10 @@ class _FirstFragmentWaiter:
             started: _Started | BaseException = _start(open_upstream, watch)
         except BaseException as exc:  # handed to the waiting request, raised there
             started = exc
-        if self._abandoned.is_set() and isinstance(started, _Started):
-            started.upstream.close()
-        self._result.put(started)
+        with self._lock:
+            if self._abandoned and isinstance(started, _Started):
+                started.upstream.close()
+            self._result.put(started)
 
     def wait(self, timeout_s: float) -> _Started | None:
         """The started upstream, None if still waiting after `timeout_s`; raises its error."""
@@ -222,10 +249,11 @@ class _FirstFragmentWaiter:
 
     def abandon(self) -> None:
         """Nobody will read the result: close the upstream as soon as it is open."""
-        self._abandoned.set()
-        try:
-            result = self._result.get_nowait()
-        except queue.Empty:
-            return
+        with self._lock:
+            self._abandoned = True
+            try:
+                result = self._result.get_nowait()
+            except queue.Empty:
+                return
         if isinstance(result, _Started):
             result.upstream.close()

@@ -319,3 +319,12 @@ def test_health_never_calls_ollama(client, fake):
 
 def test_agents_lists_every_prompt_file(client):
     assert client.get("/agents").get_json() == {"agents": ["coder", "general", "shell"]}
+
+
+def test_stream_body_closed_unread_releases_the_upstream(client, fake):
+    fake.behave(tokens=["a", "b", "c"], token_delay=0.5)
+    response = chat(client, stream=True)
+    assert response.status_code == 200
+    response.close()  # what a server does when the client is gone before any write
+    generation = fake.generations[-1].wait_finished(timeout=5)
+    assert generation.outcome == "client_closed"

@@ -114,7 +114,7 @@ def test_stream_closes_upstream_when_client_disconnects(server, fake):
 )
 def test_failure_after_start_ends_the_stream_unfinished_and_saves_nothing(server, fake, failure):
     conversation_id = new_id()
-    fake.behave(tokens=TOKENS[:8], **failure)
+    fake.behave(tokens=TOKENS[:8], token_delay=0.05, **failure)
     sock = send_request(
         server.url, "/chat", {"message": "hi", "stream": True, "conversation_id": conversation_id}
     )
@@ -123,6 +123,9 @@ def test_failure_after_start_ends_the_stream_unfinished_and_saves_nothing(server
     assert response.status == 200
     assert response.body == "".join(TOKENS[:3]).encode()
     assert not response.complete
+    # piagent let go of the upstream: the fake ended it, or saw piagent close it.
+    outcome = fake.generations[-1].wait_finished(timeout=5).outcome
+    assert outcome in {"error", "dropped", "reset", "client_closed"}
     assert history_sent_after(server, fake, conversation_id) == []
 
 
