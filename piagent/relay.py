@@ -12,7 +12,7 @@ from typing import Any
 
 from .disconnect import ClientGone, DisconnectWatch
 from .errors import StreamInterrupted, UpstreamError
-from .providers.base import ChatStream
+from .providers.base import ChatStats, ChatStream
 from .stream_formats import SSE_HEARTBEAT, StreamFormat
 
 log = logging.getLogger("piagent")
@@ -38,8 +38,10 @@ class _Started:
     first: str | None
 
 
-def collect_reply(open_upstream: OpenUpstream, watch: DisconnectWatch, exchange: Exchange):
-    """Read a whole reply; remember it when there is text. Returns (text, stats)."""
+def collect_reply(
+    open_upstream: OpenUpstream, watch: DisconnectWatch, exchange: Exchange
+) -> tuple[str, ChatStats | None]:
+    """Read a whole reply and remember it when there is text."""
     with watch.guard():
         upstream = open_upstream()
         try:
@@ -99,7 +101,9 @@ class _Body:
     runs the cleanup itself (both cleanups are safe to repeat).
     """
 
-    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None], watch) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], release: Callable[[], None], watch: DisconnectWatch
+    ) -> None:
         self._chunks = chunks
         self._release = release
         self._watch = watch
