@@ -66,11 +66,11 @@ def fake_process(**behaviour) -> Iterator[str]:
 
 
 @contextmanager
-def piagent(fake_url: str) -> Iterator[tuple[RunningServer, int]]:
+def piagent(fake_url: str, app: str = "wsgi:app") -> Iterator[tuple[RunningServer, int]]:
     """piagent under gunicorn, talking to `fake_url`; yields the server and its worker's PID."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {"OLLAMA_HOST": fake_url, "ACCESS_LOG": ""}
-        with gunicorn(env, Path(tmp)) as server:
+        with gunicorn(env, Path(tmp), app=app) as server:
             children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
             yield server, int(children.split()[0])
 
@@ -179,7 +179,7 @@ def cancellation_ms(fake: FakeOllama, url: str, path: str, body: dict, mid_strea
 def row(name: str, ours: float, direct: float | None, unit: str, target: str = "") -> None:
     if direct is None:
         compare = ""
-    elif unit == "ms":
+    elif unit in ("ms", "MB"):
         compare = f"{direct:9.2f} {unit}  {ours - direct:+8.2f} {unit}"
     else:
         compare = f"{direct:9.1f} {unit}  x{ours / direct:7.2f}"
@@ -196,8 +196,10 @@ def main() -> None:
 
     print(f"{'figure':46} {'piagent':>15} {'direct to fake':>15} {'difference':>14}  target")
 
+    with fake_process() as fake_url, piagent(fake_url, "bench.floor_app:app") as (_, floor_pid):
+        floor_rss = rss_mb(floor_pid)
     with fake_process(tokens=["Hel", "lo", "!"]) as fake_url, piagent(fake_url) as (server, pid):
-        row("idle RSS of the worker", rss_mb(pid), None, "MB", "<= 45 MB")
+        row("idle RSS of the worker (vs bare Flask app)", rss_mb(pid), floor_rss, "MB", "<= 45 MB")
         health = load(lambda: get(server.url, "/health"), 16, n(3000))[1]
         fake_root = load(lambda: get(fake_url, "/"), 16, n(3000))[1]
         row("GET /health, 16 clients", health, fake_root, "req/s")

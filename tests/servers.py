@@ -46,7 +46,13 @@ def wait_until(condition, timeout: float, interval: float = 0.01, what: str = "c
 
 
 @contextmanager
-def gunicorn(env: Mapping[str, str], log_dir: Path, *, extra_args: tuple[str, ...] = ()):
+def gunicorn(
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    extra_args: tuple[str, ...] = (),
+    app: str = "wsgi:app",
+):
     """Start `gunicorn -c gunicorn.conf.py wsgi:app` on a free loopback port; stop it after.
 
     It runs in `log_dir`, so a developer's own .env in the repo does not leak in.
@@ -70,7 +76,7 @@ def gunicorn(env: Mapping[str, str], log_dir: Path, *, extra_args: tuple[str, ..
                 "--pythonpath",
                 str(REPO),
                 *extra_args,
-                "wsgi:app",
+                app,
             ],
             # A developer's own .env in the repo must not leak into tests; a test may
             # write one into `log_dir`.
