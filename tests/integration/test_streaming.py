@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -283,3 +284,20 @@ def test_200_concurrent_streams_through_one_gevent_worker(server, fake):
     expected = "".join(tokens).encode()
     failures = [r for r in results if r != expected]
     assert failures == []
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+def test_oversized_body_is_refused_before_it_is_sent(server, fake):
+    head = (
+        "POST /chat HTTP/1.1\r\nHost: piagent\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {10 * 1024 * 1024}\r\n\r\n"
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + b"{" + b" " * 1024)  # 1 KiB of the promised 10 MiB
+        status, headers = read_head(sock.makefile("rb"))
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert fake.requests == []
