@@ -8,11 +8,12 @@ import sys
 from flask import Flask
 
 from .agents import load_agents
-from .api import agents, chat, health
+from .api import agents, chat, health, v1
 from .errors import register_error_handlers
 from .memory import ConversationStore
-from .providers.base import Provider, Timeouts
+from .providers.base import GenerationOptions, Provider, Timeouts
 from .providers.ollama import OllamaProvider
+from .providers.openai import OpenAIProvider
 from .settings import ConfigError, Settings, load_settings
 from .state import EXTENSION_KEY, AppState
 
@@ -24,7 +25,10 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     """Build the app: settings (from the environment unless given), agents, memory, routes."""
     try:
         settings = settings or load_settings()
-        agent_table = load_agents(settings.prompts_dir)
+        defaults = GenerationOptions(settings.temperature, settings.ctx_tokens, settings.max_tokens)
+        agent_table = load_agents(
+            settings.prompts_dir, model=settings.default_model, options=defaults
+        )
     except ConfigError as exc:
         print(f"piagent: cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
@@ -39,7 +43,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         memory=_build_memory(settings),
     )
     register_error_handlers(app)
-    for module in (health, agents, chat):
+    for module in (health, agents, chat, v1):
         app.register_blueprint(module.bp)
     return app
 
@@ -52,6 +56,10 @@ def _build_provider(settings: Settings) -> Provider:
         stream_idle_s=settings.stream_idle_timeout_s,
         stream_total_s=settings.stream_total_timeout_s,
     )
+    if settings.provider == "openai":
+        key = settings.openai_api_key
+        api_key = key.get_secret_value() if key else None
+        return OpenAIProvider(settings.openai_base_url, timeouts, api_key=api_key)
     return OllamaProvider(settings.ollama_host, timeouts)
 
 

@@ -1,32 +1,55 @@
-"""Agents: one system prompt per file in the prompts folder, read once at start."""
+"""Agents: a system prompt per file in the prompts folder, with optional settings beside it."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UnknownAgent
+from .providers.base import GenerationOptions
 from .settings import ConfigError
 
 DEFAULT_AGENT = "general"
+SETTINGS_SUFFIX = ".toml"
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
 class Agent:
-    """A named system prompt."""
+    """A named system prompt and the model settings it runs with."""
 
     name: str
     system_prompt: str
+    model: str
+    options: GenerationOptions
+    description: str | None = None
 
 
-def load_agents(prompts_dir: Path) -> dict[str, Agent]:
-    """Read every `<name>.<ext>` file in `prompts_dir` as an agent, sorted by name."""
+class AgentSettings(BaseModel):
+    """What `prompts/<name>.toml` may declare; anything left out uses the server's setting."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    description: str | None = Field(None, min_length=1, max_length=500)
+    model: str | None = Field(None, min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+
+
+def load_agents(prompts_dir: Path, *, model: str, options: GenerationOptions) -> dict[str, Agent]:
+    """Read every `<name>.<ext>` prompt in `prompts_dir` (and its `<name>.toml`), by name."""
     if not prompts_dir.is_dir():
         raise ConfigError(f"prompts folder {prompts_dir} does not exist")
+    files = sorted(p for p in prompts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    settings = {p.stem: p for p in files if p.suffix == SETTINGS_SUFFIX}
     agents: dict[str, Agent] = {}
-    for path in sorted(prompts_dir.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+    for path in files:
+        if path.suffix == SETTINGS_SUFFIX:
             continue
         name = path.stem
         if not _AGENT_NAME.match(name):
@@ -38,9 +61,42 @@ def load_agents(prompts_dir: Path) -> dict[str, Agent]:
         prompt = path.read_text(encoding="utf-8").strip()
         if not prompt:
             raise ConfigError(f"prompt file {path.name} is empty")
-        agents[name] = Agent(name, prompt)
+        extra = _read_settings(settings.pop(name)) if name in settings else AgentSettings()
+        agents[name] = Agent(
+            name,
+            prompt,
+            model=extra.model or model,
+            options=replace(
+                options,
+                temperature=options.temperature if extra.temperature is None else extra.temperature,
+                max_tokens=extra.max_tokens or options.max_tokens,
+            ),
+            description=extra.description,
+        )
+    if settings:
+        orphan = next(iter(settings.values()))
+        raise ConfigError(f"agent settings {orphan.name} have no prompt file beside them")
     if DEFAULT_AGENT not in agents:
         raise ConfigError(
             f"the default agent {DEFAULT_AGENT!r} has no prompt file in {prompts_dir}"
         )
     return agents
+
+
+def find_agent(agents: Mapping[str, Agent], name: str) -> Agent:
+    """The agent called `name`, or an UnknownAgent error that lists the known ones."""
+    agent = agents.get(name)
+    if agent is None:
+        raise UnknownAgent(f"unknown agent {name!r}; known agents: {', '.join(agents)}")
+    return agent
+
+
+def _read_settings(path: Path) -> AgentSettings:
+    try:
+        return AgentSettings.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"agent settings {path.name} are not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"agent settings {path.name}: {where}: {first['msg']}") from None

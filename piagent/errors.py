@@ -1,4 +1,8 @@
-"""The one place where exceptions become status codes and JSON `{"detail": ...}` bodies."""
+"""The one place where exceptions become status codes and JSON error bodies.
+
+Everywhere the body is `{"detail": ...}`, except under /v1, where OpenAI's clients
+expect `{"error": {"message", "type", "param", "code"}}`.
+"""
 
 from __future__ import annotations
 
@@ -64,8 +68,47 @@ class StreamInterrupted(RuntimeError):
     """Raised out of a started stream so the WSGI server drops the connection unfinished."""
 
 
-def _json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
-    response = jsonify(detail=detail)
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(
+    status: int, detail: Any, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object for a status and a detail (a sentence, or field errors)."""
+    if isinstance(detail, list):  # pydantic's field errors, located under "body"
+        fields = [".".join(str(part) for part in error["loc"][1:]) for error in detail]
+        message = "; ".join(
+            f"{name}: {error['msg']}" if name else error["msg"]
+            for name, error in zip(fields, detail, strict=True)
+        )
+        param = param or fields[0] or None
+    else:
+        message = str(detail)
+    default_type = "server_error" if status >= 500 else "invalid_request_error"
+    return {
+        "message": message,
+        "type": _OPENAI_TYPES.get(status, default_type),
+        "param": param,
+        "code": code,
+    }
+
+
+def _json_error(
+    status: int,
+    detail: Any,
+    headers: dict[str, str] | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> Response:
+    if request.path == "/v1" or request.path.startswith("/v1/"):
+        response = jsonify(error=openai_error(status, detail, param=param, code=code))
+    else:
+        response = jsonify(detail=detail)
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -78,6 +121,10 @@ def register_error_handlers(app: Flask) -> None:
     def api_error(exc: ApiError) -> Response:
         if isinstance(exc, UpstreamError):
             log.warning("upstream failure (%d): %s", exc.status, exc.detail)
+        if isinstance(exc, UnknownAgent):  # under /v1 the agent is named by `model`
+            return _json_error(
+                exc.status, exc.detail, exc.headers, param="model", code="model_not_found"
+            )
         return _json_error(exc.status, exc.detail, exc.headers)
 
     @app.errorhandler(HTTPException)

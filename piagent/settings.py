@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,9 +31,14 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: Literal["ollama"] = "ollama"
+    provider: Literal["ollama", "openai"] = "ollama"
     ollama_host: str = Field("http://127.0.0.1:11434", pattern=r"^https?://\S+$")
     ollama_model_general: str = Field("qwen2.5:3b-instruct", min_length=1)
+    # Any OpenAI-compatible server (llama.cpp, LM Studio, vLLM, a hosted API); the base
+    # URL is the one its clients are given, usually ending in /v1.
+    openai_base_url: str = Field("http://127.0.0.1:8080/v1", pattern=r"^https?://\S+$")
+    openai_api_key: SecretStr | None = None
+    openai_model: str = Field("", validate_default=True)
     ctx_tokens: int = Field(2048, gt=0)
     max_tokens: int = Field(200, gt=0)
     temperature: float = Field(0.7, ge=0, le=2)
@@ -50,6 +64,18 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     prompts_dir: Path = PROJECT_ROOT / "prompts"
 
+    @field_validator("openai_model")
+    @classmethod
+    def _openai_needs_a_model(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.data.get("provider") == "openai":
+            raise PydanticCustomError("missing", "it is required when PROVIDER=openai")
+        return value
+
+    @property
+    def default_model(self) -> str:
+        """The model an agent uses unless it names its own."""
+        return self.openai_model if self.provider == "openai" else self.ollama_model_general
+
 
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
@@ -68,6 +94,8 @@ def load_settings(
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = str(first["loc"][0]).upper()
+        if name.lower() not in fields:
+            raise ConfigError(f"{name} is not set: {first['msg']}") from None
         raise ConfigError(
             f"{name}={fields.get(name.lower())!r} is invalid: {first['msg']}"
         ) from None

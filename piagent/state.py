@@ -8,7 +8,7 @@ from flask import current_app
 
 from .agents import Agent
 from .memory import ConversationStore
-from .providers.base import GenerationOptions, Provider
+from .providers.base import Provider
 from .settings import Settings
 
 EXTENSION_KEY = "piagent"
@@ -22,12 +22,6 @@ class AppState:
     agents: dict[str, Agent]
     provider: Provider
     memory: ConversationStore | None  # None when ENABLE_MEMORY is false
-
-    @property
-    def options(self) -> GenerationOptions:
-        """Sampling options sent with every call."""
-        s = self.settings
-        return GenerationOptions(s.temperature, s.ctx_tokens, s.max_tokens)
 
 
 def get_state() -> AppState:

@@ -37,6 +37,9 @@ class StreamFormat:
         return self.event({"type": "delta", "text": text}) if self.structured else text.encode()
 
 
+# Every stream must reach the client as written: no proxy buffering (nginx), no caching.
+STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+
 # An SSE comment: ignored by clients, but it keeps proxies and browsers from timing out.
 SSE_HEARTBEAT = b": waiting for the model\n\n"
 

@@ -1,0 +1,82 @@
+"""The OpenAI-compatible API, so existing tools can talk to piagent: each agent is a model.
+
+Requests are stateless (OpenAI clients send the history themselves), so memory is
+neither read nor written; the history is trimmed to the context budget instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..agents import find_agent
+from ..budget import trim_to_budget
+from ..disconnect import DisconnectWatch
+from ..memory import Message
+from ..relay import Exchange, collect_reply, stream_reply
+from ..state import get_state
+from ..stream_formats import STREAM_HEADERS
+from ..v1_format import ChunkFormat, Completion, model_entry
+from ..v1_schemas import CompletionRequest
+from .body import parse_body
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+@bp.get("/models")
+def list_models() -> dict[str, Any]:
+    """One model per agent."""
+    return {"object": "list", "data": [model_entry(a) for a in get_state().agents.values()]}
+
+
+@bp.get("/models/<name>")
+def get_model(name: str) -> dict[str, Any]:
+    """The model that stands for one agent."""
+    return model_entry(find_agent(get_state().agents, name))
+
+
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    """Answer the conversation the client sent, as one JSON body or as server-sent events."""
+    state = get_state()
+    body = parse_body(CompletionRequest)
+    agent = find_agent(state.agents, body.model)
+
+    # The client may lower the agent's token limit, never raise it: the Pi pays for it.
+    asked = body.max_completion_tokens or body.max_tokens or agent.options.max_tokens
+    options = replace(
+        agent.options,
+        temperature=agent.options.temperature if body.temperature is None else body.temperature,
+        max_tokens=min(asked, agent.options.max_tokens),
+    )
+    messages = [m.to_message() for m in body.messages]
+    if not any(m.role == "system" for m in messages):
+        messages.insert(0, Message("system", agent.system_prompt))
+    messages = trim_to_budget(messages, options.ctx_tokens - options.max_tokens)
+
+    completion = Completion(model=agent.name)
+    exchange = Exchange(conversation_id=completion.id, model=agent.model, remember=None)
+    open_upstream = partial(
+        state.provider.open_chat, messages, agent.model, options, stream=body.stream
+    )
+    watch = DisconnectWatch(request.environ)
+
+    if body.stream:
+        fmt = ChunkFormat.for_completion(completion, include_usage=body.include_usage)
+        try:
+            chunks = stream_reply(
+                open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s
+            )
+        except BaseException:
+            watch.close()
+            raise
+        return Response(chunks, content_type=fmt.content_type, headers=STREAM_HEADERS)
+
+    try:
+        text, stats = collect_reply(open_upstream, watch, exchange)
+    finally:
+        watch.close()
+    return jsonify(completion.whole(text, stats))

@@ -1,0 +1,134 @@
+"""HTTP plumbing shared by the providers: one pooled session, timeouts, failures in words."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import ReadTimeoutError
+
+from ..errors import UpstreamError, UpstreamTimeout
+from .base import Timeouts
+from .deadline import ReadDeadline
+
+# Enough pooled connections for every stream a gevent worker holds open at once.
+POOL_SIZE = 1000
+_ERROR_BODY_LIMIT = 4096
+
+
+class UpstreamClient:
+    """POSTs to one model server and turns every transport failure into an UpstreamError.
+
+    `server` is how messages name it ("Ollama"), `variable` the setting that points at it.
+    """
+
+    def __init__(self, server: str, base_url: str, variable: str, timeouts: Timeouts) -> None:
+        self.server = server
+        self.base_url = base_url.rstrip("/")
+        self._variable = variable
+        self._timeouts = timeouts
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def post(
+        self, path: str, body: dict[str, Any], *, stream: bool, headers: dict[str, str]
+    ) -> UpstreamResponse:
+        """Send `body` as JSON; return the response once its headers are in."""
+        limits = self._timeouts
+        started = time.monotonic()
+        # A server may send its headers only with the first token, so the first read
+        # waits for the model to load and read the prompt; without a stream it waits
+        # for the whole reply.
+        if stream:
+            first_read_s = min(limits.first_token_s, limits.stream_total_s)
+            idle_s, total_s = limits.stream_idle_s, limits.stream_total_s
+        else:
+            first_read_s = idle_s = total_s = limits.reply_s
+        # Session.send skips what Session.post adds per call (merging settings, scanning
+        # the environment for proxies and netrc): most of piagent's own time per chat.
+        request = requests.Request(
+            "POST",
+            f"{self.base_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **headers},
+        ).prepare()
+        try:
+            response = self._session.send(
+                request,
+                stream=True,
+                timeout=(limits.connect_s, first_read_s),
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout:
+            raise UpstreamTimeout(
+                f"{self.server} at {self.base_url} did not accept a connection within "
+                f"{limits.connect_s:g} s"
+            ) from None
+        except requests.ConnectionError:
+            raise UpstreamError(
+                f"{self.server} is not reachable at {self.base_url}: is it running? "
+                f"({self._variable})"
+            ) from None
+        except requests.Timeout:
+            waited = "produced no first token" if stream else "did not answer"
+            raise UpstreamTimeout(f"{self.server} {waited} within {first_read_s:g} s") from None
+        except requests.RequestException as exc:
+            raise UpstreamError(
+                f"request to {self.server} at {self.base_url} failed: {exc}"
+            ) from None
+        deadline = ReadDeadline(
+            response, server=self.server, idle_s=idle_s, deadline=started + total_s
+        )
+        return UpstreamResponse(response, deadline, self.server)
+
+
+class UpstreamResponse:
+    """A model server's response whose body is read under the call's timeouts."""
+
+    def __init__(self, response: requests.Response, deadline: ReadDeadline, server: str) -> None:
+        self._response = response
+        self._deadline = deadline
+        self._server = server
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        return self._response.status_code
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[str]:
+        """The response headers."""
+        return self._response.headers
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives: each read is handed on at once (chunk_size=None)."""
+        for chunk in self._response.iter_content(chunk_size=None):
+            self._deadline.after_read()
+            yield chunk
+
+    def broken(self, exc: requests.RequestException) -> UpstreamError:
+        """The error for a read that failed once the response had begun."""
+        # A read timeout inside a body surfaces as a ConnectionError wrapping urllib3's.
+        if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+            return self._deadline.timeout_error()
+        return UpstreamError(f"the connection to {self._server} broke in the middle of the reply")
+
+    def error_body(self) -> Any:
+        """The start of an error response's body as JSON (None if it is not), then close."""
+        try:
+            return json.loads(self._response.raw.read(_ERROR_BODY_LIMIT, decode_content=True))
+        except Exception:
+            return None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection, which tells the server to stop generating for us."""
+        self._response.close()
