@@ -1,14 +1,20 @@
-# Two entry points: `make run` serves piagent, `make test` runs its tests.
-# Both create the virtual environment in .venv on first use.
+# Entry points: `make demo` shows piagent answering from a real model with no Ollama,
+# `make run` serves piagent (in front of Ollama), `make test` runs its tests.
+# Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint
+.PHONY: run demo demo-deps test lint
 
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+demo: $(VENV)/.runtime $(VENV)/.demo
+	$(BIN)/python -m demo
+
+demo-deps: $(VENV)/.demo
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -22,6 +28,10 @@ $(VENV)/bin/python:
 
 $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.demo: requirements-demo.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-demo.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
