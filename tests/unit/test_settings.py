@@ -61,3 +61,34 @@ def test_missing_env_file_is_fine(tmp_path: Path):
 def test_settings_are_frozen():
     with pytest.raises(ValueError):
         Settings().max_tokens = 5  # type: ignore[misc]
+
+
+def test_openai_provider_reads_its_three_variables():
+    settings = load_settings(
+        environ={
+            "PROVIDER": "openai",
+            "OPENAI_BASE_URL": "http://127.0.0.1:8080/v1",
+            "OPENAI_API_KEY": "sk-local",
+            "OPENAI_MODEL": "SmolLM2-135M-Instruct",
+        },
+        env_file=None,
+    )
+    assert settings.provider == "openai"
+    assert settings.default_model == "SmolLM2-135M-Instruct"
+    assert settings.openai_api_key.get_secret_value() == "sk-local"
+    assert "sk-local" not in repr(settings)
+
+
+def test_ollama_provider_uses_the_ollama_model():
+    assert load_settings(environ={}, env_file=None).default_model == "qwen2.5:3b-instruct"
+
+
+def test_openai_provider_without_a_model_stops_the_start_naming_the_variable():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"PROVIDER": "openai"}, env_file=None)
+    assert str(caught.value) == "OPENAI_MODEL is not set: it is required when PROVIDER=openai"
+
+
+def test_openai_base_url_must_be_http():
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
+        load_settings(environ={"OPENAI_BASE_URL": "127.0.0.1:8080"}, env_file=None)
