@@ -55,7 +55,7 @@ def main() -> int:
         )
         url = _read_line(gunicorn, gunicorn.stderr, "piagent", _LISTENING, echo=True)
         _wait_healthy(f"{url}/health", gunicorn, "piagent")
-        _banner(url)
+        _banner(url, llama_url)
         for line in gunicorn.stderr:  # keep showing piagent's log until it stops
             sys.stderr.write(line)
         if gunicorn.wait() != 0:
@@ -126,10 +126,11 @@ def _wait_healthy(url: str, child: subprocess.Popen, what: str) -> None:
     raise DemoError(f"the {what} was not healthy within {HEALTH_TIMEOUT_S} s")
 
 
-def _banner(url: str) -> None:
+def _banner(url: str, llama_url: str) -> None:
     body = '{"message": "Name three uses for a Raspberry Pi.", "stream": true}'
     print(
-        f"\npiagent is answering from {MODEL_NAME} (llama.cpp) at {url}\n"
+        f"\npiagent is answering at {url}\n"
+        f"from {MODEL_NAME} on llama.cpp at {llama_url}/v1\n"
         f"Try:\n  curl -N -H 'Content-Type: application/json' -d '{body}' {url}/chat\n"
         "Press Ctrl-C to stop.\n",
         flush=True,

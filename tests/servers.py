@@ -95,7 +95,7 @@ def gunicorn(
             return match.group(1) if match else None
 
         server.url = "http://" + wait_until(listening, 20, what="gunicorn to listen")
-        wait_until(lambda: _healthy(server.url), 20, what="the worker to boot")
+        wait_until(lambda: is_healthy(server.url), 20, what="the worker to boot")
         yield server
     finally:
         if process.poll() is None:
@@ -107,7 +107,8 @@ def gunicorn(
                 process.wait()
 
 
-def _healthy(url: str) -> bool:
+def is_healthy(url: str) -> bool:
+    """Whether `url`/health answers 200 right now."""
     try:
         return requests.get(f"{url}/health", timeout=1).status_code == 200
     except requests.RequestException:

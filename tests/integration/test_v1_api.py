@@ -12,7 +12,9 @@ USER = {"role": "user", "content": "hi"}
 
 
 def complete(client, **body):
-    return client.post("/v1/chat/completions", json={"model": "general", "messages": [USER], **body})
+    return client.post(
+        "/v1/chat/completions", json={"model": "general", "messages": [USER], **body}
+    )
 
 
 def events(response) -> list:
