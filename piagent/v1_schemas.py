@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from .memory import Message
 
 # Unknown fields (tools, n, logprobs, ...) are ignored, and never forwarded upstream.
 _LENIENT = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class TextPart(BaseModel):
-    """One part of a message's content; only text is understood."""
-
-    model_config = _LENIENT
-
-    type: Literal["text"]
-    text: str
 
 
 class CompletionMessage(BaseModel):
@@ -28,14 +20,27 @@ class CompletionMessage(BaseModel):
 
     # "developer" is OpenAI's newer name for a system message.
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    # A string, or a list of parts of which only `text` ones are understood.
+    content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _join_text_parts(cls, value: str | list[dict[str, Any]] | None) -> str | None:
+        if not isinstance(value, list):
+            return value
+        for part in value:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise PydanticCustomError(
+                    "text_only",
+                    "only text parts are supported, not {kind}",
+                    {"kind": repr(part.get("type"))},
+                )
+        return "".join(part["text"] for part in value)
 
     def to_message(self) -> Message:
         """The message as the provider sends it on."""
-        content = self.content or ""
-        if isinstance(content, list):
-            content = "".join(part.text for part in content)
-        return Message("system" if self.role == "developer" else self.role, content)
+        role = "system" if self.role == "developer" else self.role
+        return Message(role, self.content or "")
 
 
 class StreamOptions(BaseModel):

@@ -178,6 +178,13 @@ def test_unknown_model_is_404_naming_the_agents(client, fake):
         ({"messages": [USER]}, "model"),
         ({"model": "general", "messages": []}, "messages"),
         ({"model": "general", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        (
+            {
+                "model": "general",
+                "messages": [{"role": "user", "content": [{"type": "image_url"}]}],
+            },
+            "messages.0.content",
+        ),
         ({"model": "general", "messages": [USER], "stream": "yes"}, "stream"),
         ({"model": "general", "messages": [USER], "temperature": 3}, "temperature"),
         ({"model": "general", "messages": [USER], "max_tokens": 0}, "max_tokens"),
