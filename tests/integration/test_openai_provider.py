@@ -11,7 +11,7 @@ from piagent import create_app
 from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request
-from tests.servers import waitress_server
+from tests.servers import gunicorn, waitress_server
 
 TOKENS = [f"w{i} " for i in range(20)]
 
@@ -255,3 +255,20 @@ def test_stream_closes_upstream_when_client_disconnects(app, served, upstream):
     assert upstream.last.tokens_sent < len(TOKENS)
     remembered = app.extensions["piagent"].memory.history(conversation_id)
     assert remembered[1].content.startswith(seen.body.decode())
+
+
+@pytest.mark.gunicorn
+def test_under_gunicorn_a_client_leaving_closes_the_upstream_at_once(tmp_path):
+    with FakeOpenAI() as fake_openai:
+        env = {"PROVIDER": "openai", "OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_MODEL": MODEL}
+        with gunicorn(env, tmp_path) as running:
+            fake_openai.behave(tokens=TOKENS, token_delay=0.05)
+            body = {"model": "general", "messages": [{"role": "user", "content": "hi"}]}
+            with send_request(
+                running.url, "/v1/chat/completions", {**body, "stream": True}
+            ) as sock:
+                seen = read_response(sock, max_chunks=2)
+            assert seen.status == 200 and b"w1 " in seen.body
+            assert fake_openai.last.finished.wait(5)
+            assert fake_openai.last.outcome == "client_closed"
+            assert fake_openai.last.tokens_sent < len(TOKENS)
