@@ -1,5 +1,6 @@
 # Entry points: `make demo` shows piagent answering from a real model with no Ollama,
-# `make run` serves piagent (in front of Ollama), `make test` runs its tests.
+# `make run` serves piagent (in front of Ollama), `make test` runs its tests (the
+# real-model ones included, hence the demo packages).
 # Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= python3.11
@@ -16,7 +17,7 @@ demo: $(VENV)/.runtime $(VENV)/.demo
 
 demo-deps: $(VENV)/.demo
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VENV)/.demo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
