@@ -4,7 +4,9 @@ Never imports the application: gunicorn's gevent worker must patch the standard
 library before piagent (and requests) are imported in the worker.
 """
 
+import glob
 import os
+import tempfile
 
 from dotenv import dotenv_values
 
@@ -23,16 +25,39 @@ worker_connections = int(_env.get("WORKER_CONNECTIONS") or 1000)
 # Timeouts. With gevent the worker heartbeat runs beside long streams, so `timeout`
 # only catches a wedged worker; piagent itself times out a silent upstream.
 timeout = 30
-graceful_timeout = 30
+# On SIGTERM (systemctl stop/restart) running streams get this long to finish, then are
+# cut. systemd's TimeoutStopSec must be longer (config/systemd/piagent.service).
+graceful_timeout = int(_env.get("GRACEFUL_TIMEOUT") or 30)
 keepalive = 5
 
 # No preload_app: sessions and locks must be created after gevent has patched.
 preload_app = False
 
-# Logging: to stderr, where systemd's journal picks it up.
-accesslog = _env.get("ACCESS_LOG", "-") or None  # empty: no access log
+# Logging: to stderr, where systemd's journal picks it up. piagent logs one line per
+# request itself (LOG_FORMAT), so gunicorn's access log is off unless ACCESS_LOG is set
+# (`-` for stderr).
+accesslog = _env.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = _env.get("LOG_LEVEL") or "info"
 
 # Control socket (gunicornc): unused here, and several instances would share its path.
 control_socket_disable = True
+
+# Metrics: with several workers prometheus_client keeps its values in files that every
+# worker writes and /metrics sums. The folder must be known before a worker imports it.
+if workers > 1:
+    _metrics_dir = _env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="piagent-metrics-"
+    )
+    os.makedirs(_metrics_dir, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+    def on_starting(server):
+        """Forget the values of a previous run."""
+        for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+            os.remove(path)
+
+    def child_exit(server, worker):
+        """Drop a dead worker's live gauges (what prometheus_client's mark_process_dead does)."""
+        for path in glob.glob(os.path.join(_metrics_dir, f"gauge_live*_{worker.pid}.db")):
+            os.remove(path)

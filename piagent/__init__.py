@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from flask import Flask
 
+from .admission import AdmissionGate
 from .agents import load_agents
-from .api import agents, chat, health, v1
+from .api import agents, chat, health, metrics, ready, v1
+from .auth import install_api_keys, load_api_keys
 from .errors import register_error_handlers
+from .logs import configure_logging
 from .memory import ConversationStore
+from .metrics import Metrics
 from .providers.base import GenerationOptions, Provider, Timeouts
 from .providers.ollama import OllamaProvider
 from .providers.openai import OpenAIProvider
+from .readiness import ReadinessProbe
+from .request_log import install_request_log
 from .settings import ConfigError, Settings, load_settings
 from .state import EXTENSION_KEY, AppState
+from .warmup import start_warmup
 
 # gunicorn halts (instead of respawning the worker forever) on this exit code.
 _EXIT_APP_LOAD_ERROR = 4
@@ -29,22 +35,44 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         agent_table = load_agents(
             settings.prompts_dir, model=settings.default_model, options=defaults
         )
+        api_keys = load_api_keys(settings)
     except ConfigError as exc:
         print(f"piagent: cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
 
-    _configure_logging()
+    configure_logging(settings.log_format)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions[EXTENSION_KEY] = AppState(
+    provider = provider or _build_provider(settings)
+    app_metrics = Metrics()
+    state = AppState(
         settings=settings,
         agents=agent_table,
-        provider=provider or _build_provider(settings),
+        provider=provider,
         memory=_build_memory(settings),
+        metrics=app_metrics,
+        admission=AdmissionGate(
+            slots=settings.max_concurrent_generations,
+            queue_max=settings.queue_max,
+            timeout_s=settings.queue_timeout_s,
+            observer=app_metrics,
+        ),
+        # Called only after `state` exists, for the models its agents use.
+        readiness=ReadinessProbe(
+            lambda: provider.check_ready(state.models, settings.ready_timeout_s),
+            cache_s=settings.ready_cache_s,
+        ),
     )
+    app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
-    for module in (health, agents, chat, v1):
+    # The request log first, so that even a request refused for its key is logged.
+    install_request_log(app, state.metrics, log_content=settings.log_content)
+    if api_keys is not None:
+        install_api_keys(app, api_keys)
+    for module in (health, ready, agents, chat, v1, metrics):
         app.register_blueprint(module.bp)
+    if settings.warmup:
+        start_warmup(provider, state.models)
     return app
 
 
@@ -60,7 +88,7 @@ def _build_provider(settings: Settings) -> Provider:
         key = settings.openai_api_key
         api_key = key.get_secret_value() if key else None
         return OpenAIProvider(settings.openai_base_url, timeouts, api_key=api_key)
-    return OllamaProvider(settings.ollama_host, timeouts)
+    return OllamaProvider(settings.ollama_host, timeouts, keep_alive=settings.ollama_keep_alive)
 
 
 def _build_memory(settings: Settings) -> ConversationStore | None:
@@ -71,14 +99,3 @@ def _build_memory(settings: Settings) -> ConversationStore | None:
         ttl_s=settings.memory_ttl_min * 60,
         max_conversations=settings.memory_max_conversations,
     )
-
-
-def _configure_logging() -> None:
-    """Give the `piagent` logger a stderr handler unless the host configured logging."""
-    logger = logging.getLogger("piagent")
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)

@@ -47,21 +47,55 @@ class UpstreamError(ApiError):
     """The model server failed: unreachable, answered an error, or sent garbage."""
 
     status = 502
+    kind = "error"  # the label of piagent_upstream_errors_total
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the model server could be made."""
+
+    kind = "unreachable"
 
 
 class UpstreamTimeout(UpstreamError):
     """The model server took longer than its timeout."""
 
     status = 504
+    kind = "timeout"
 
 
 class UpstreamBusy(UpstreamError):
     """The model server said it is busy; the client may retry shortly."""
 
     status = 503
+    kind = "busy"
 
     def __init__(self, detail: str, *, retry_after_s: int = 5) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class Overloaded(UpstreamBusy):
+    """piagent's own queue for the model is full, or a queued request waited too long.
+
+    A kind of UpstreamBusy, so that every stream path reports it as the model being
+    busy, even once an SSE stream has started (heartbeats while queued).
+    """
+
+    kind = "overloaded"
+
+
+class NotReady(ApiError):
+    """The model server cannot serve yet (down, or a model is not pulled)."""
+
+    status = 503
+
+
+class Unauthorized(ApiError):
+    """A missing or wrong API key."""
+
+    status = 401
+
+    def __init__(self, detail: str, *, challenge: str = "Bearer") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class StreamInterrupted(RuntimeError):
@@ -119,7 +153,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
-        if isinstance(exc, UpstreamError):
+        # Rejections are counted and logged per request; a burst must not flood the log.
+        if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
             log.warning("upstream failure (%d): %s", exc.status, exc.detail)
         if isinstance(exc, UnknownAgent):  # under /v1 the agent is named by `model`
             return _json_error(

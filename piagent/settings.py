@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_KEEP_ALIVE = r"^(-?\d+(\.\d+)?|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$"
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,26 @@ class Settings(BaseModel):
     # the other fields, fit in 64 KiB with room to spare.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     prompts_dir: Path = PROJECT_ROOT / "prompts"
+
+    # Running on a Pi: admission control per worker, readiness, model residency, logs,
+    # API keys.
+    max_concurrent_generations: int = Field(1, ge=1)
+    queue_max: int = Field(4, ge=0)
+    queue_timeout_s: float = Field(30, gt=0)
+    ready_timeout_s: float = Field(2, gt=0)
+    ready_cache_s: float = Field(5, ge=0)
+    # Go duration ("5m", "1h30m") or seconds; a negative value keeps the model loaded.
+    ollama_keep_alive: str = Field("5m", pattern=_KEEP_ALIVE)
+    warmup: bool = False
+    log_format: Literal["text", "json"] = "text"
+    log_content: bool = False
+    api_keys: SecretStr = SecretStr("")  # comma-separated; a secret, so never printed
+    api_keys_file: Path | None = None
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("openai_model")
     @classmethod

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from .admission import AdmissionGate
 from .agents import Agent
 from .memory import ConversationStore
+from .metrics import Metrics
 from .providers.base import Provider
+from .readiness import ReadinessProbe
 from .settings import Settings
 
 EXTENSION_KEY = "piagent"
@@ -22,6 +25,14 @@ class AppState:
     agents: dict[str, Agent]
     provider: Provider
     memory: ConversationStore | None  # None when ENABLE_MEMORY is false
+    metrics: Metrics
+    admission: AdmissionGate  # per worker: at most MAX_CONCURRENT_GENERATIONS at once
+    readiness: ReadinessProbe
+
+    @property
+    def models(self) -> list[str]:
+        """Every model an agent uses, each once."""
+        return sorted({agent.model for agent in self.agents.values()})
 
 
 def get_state() -> AppState:

@@ -8,12 +8,16 @@ from functools import partial
 from flask import Blueprint, Response, request
 
 from ..agents import find_agent
+from ..auth import conversation_key
 from ..disconnect import DisconnectWatch
 from ..memory import Message
+from ..model_call import admit_and_observe
+from ..providers.base import ChatStream
 from ..relay import Exchange, collect_reply, stream_reply
 from ..schemas import ChatReply, ChatRequest
 from ..state import get_state
 from ..stream_formats import STREAM_HEADERS, negotiate
+from ..trace import current_trace
 from .body import parse_body
 
 bp = Blueprint("chat", __name__)
@@ -27,19 +31,23 @@ def chat() -> Response:
     agent = find_agent(state.agents, body.agent)
 
     conversation_id = body.conversation_id or str(uuid.uuid4())
-    memory = state.memory
-    history = memory.history(conversation_id) if memory is not None else []
-    messages = [Message("system", agent.system_prompt), *history, Message("user", body.message)]
+    memory, memory_key = state.memory, conversation_key(conversation_id)
+    current_trace().chat(agent, conversation_id, body.message)
+
+    def open_chat() -> ChatStream:
+        # Memory is read once admitted, so a queued request sees the turn saved before it.
+        history = memory.history(memory_key) if memory is not None else []
+        messages = [Message("system", agent.system_prompt), *history, Message("user", body.message)]
+        return state.provider.open_chat(messages, agent.model, agent.options, stream=body.stream)
+
     exchange = Exchange(
         conversation_id=conversation_id,
         model=agent.model,
-        remember=partial(memory.save_exchange, conversation_id, body.message)
+        remember=partial(memory.save_exchange, memory_key, body.message)
         if memory is not None
         else None,
     )
-    open_upstream = partial(
-        state.provider.open_chat, messages, agent.model, agent.options, stream=body.stream
-    )
+    open_upstream = admit_and_observe(open_chat)
     headers = {"X-Conversation-Id": conversation_id}
     watch = DisconnectWatch(request.environ)
 

@@ -16,9 +16,11 @@ from ..agents import find_agent
 from ..budget import trim_to_budget
 from ..disconnect import DisconnectWatch
 from ..memory import Message
+from ..model_call import admit_and_observe
 from ..relay import Exchange, collect_reply, stream_reply
 from ..state import get_state
 from ..stream_formats import STREAM_HEADERS
+from ..trace import current_trace
 from ..v1_format import ChunkFormat, Completion, model_entry
 from ..v1_schemas import CompletionRequest
 from .body import parse_body
@@ -59,8 +61,9 @@ def chat_completions() -> Response:
 
     completion = Completion(model=agent.name)
     exchange = Exchange(conversation_id=completion.id, model=agent.model, remember=None)
-    open_upstream = partial(
-        state.provider.open_chat, messages, agent.model, options, stream=body.stream
+    current_trace().chat(agent, None, messages[-1].content)
+    open_upstream = admit_and_observe(
+        partial(state.provider.open_chat, messages, agent.model, options, stream=body.stream)
     )
     watch = DisconnectWatch(request.environ)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,3 +64,9 @@ class Provider(Protocol):
         *,
         stream: bool,
     ) -> ChatStream: ...
+
+    def check_ready(self, models: Collection[str], timeout_s: float) -> None:
+        """Raise UpstreamError saying what to do unless the server answers with every model."""
+
+    def load_model(self, model: str) -> None:
+        """Ask the server to load `model` now (warm-up); raise UpstreamError on failure."""

@@ -12,7 +12,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .base import Timeouts
 from .deadline import ReadDeadline
 
@@ -72,10 +72,7 @@ class UpstreamClient:
                 f"{limits.connect_s:g} s"
             ) from None
         except requests.ConnectionError:
-            raise UpstreamError(
-                f"{self.server} is not reachable at {self.base_url}: is it running? "
-                f"({self._variable})"
-            ) from None
+            raise self._unreachable() from None
         except requests.Timeout:
             waited = "produced no first token" if stream else "did not answer"
             raise UpstreamTimeout(f"{self.server} {waited} within {first_read_s:g} s") from None
@@ -87,6 +84,38 @@ class UpstreamClient:
             response, server=self.server, idle_s=idle_s, deadline=started + total_s
         )
         return UpstreamResponse(response, deadline, self.server)
+
+    def get_json(
+        self, path: str, timeout_s: float, *, headers: dict[str, str] | None = None
+    ) -> Any:
+        """GET a small JSON document (a model list) within `timeout_s`, or raise UpstreamError."""
+        try:
+            response = self._session.get(
+                f"{self.base_url}{path}", headers=headers, timeout=timeout_s
+            )
+        except requests.Timeout:
+            raise UpstreamTimeout(
+                f"{self.server} at {self.base_url} did not answer within {timeout_s:g} s"
+            ) from None
+        except requests.RequestException:
+            raise self._unreachable() from None
+        if response.status_code != 200:
+            raise UpstreamError(
+                f"{self.server} at {self.base_url} answered HTTP {response.status_code} "
+                f"for {path}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(
+                f"{self.server} at {self.base_url} sent a reply to {path} piagent cannot read"
+            ) from None
+
+    def _unreachable(self) -> UpstreamUnreachable:
+        return UpstreamUnreachable(
+            f"{self.server} is not reachable at {self.base_url}: is it running? "
+            f"({self._variable})"
+        )
 
 
 class UpstreamResponse:

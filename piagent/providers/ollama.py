@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -19,8 +19,9 @@ class OllamaProvider:
 
     name = "ollama"
 
-    def __init__(self, host: str, timeouts: Timeouts) -> None:
+    def __init__(self, host: str, timeouts: Timeouts, *, keep_alive: str | None = None) -> None:
         self._client = UpstreamClient("Ollama", host, "OLLAMA_HOST", timeouts)
+        self._keep_alive = {} if keep_alive is None else {"keep_alive": _keep_alive(keep_alive)}
 
     def open_chat(
         self,
@@ -40,11 +41,51 @@ class OllamaProvider:
                 "num_ctx": options.ctx_tokens,
                 "num_predict": options.max_tokens,
             },
+            **self._keep_alive,
         }
         response = self._client.post("/api/chat", body, stream=stream, headers={})
         if response.status_code != 200:
             raise _status_error(response, model)
         return OllamaChatStream(response)
+
+    def check_ready(self, models: Collection[str], timeout_s: float) -> None:
+        """Raise UpstreamError saying what to do unless /api/tags lists every model."""
+        listing = self._client.get_json("/api/tags", timeout_s)
+        try:
+            pulled = {_with_tag(entry["name"]) for entry in listing["models"]}
+        except (KeyError, TypeError):
+            raise UpstreamError(
+                f"Ollama at {self._client.base_url} sent a model list piagent cannot read"
+            ) from None
+        missing = [model for model in models if _with_tag(model) not in pulled]
+        if missing:
+            raise UpstreamError(
+                "; ".join(f"model {m} is not pulled: run ollama pull {m}" for m in missing)
+            )
+
+    def load_model(self, model: str) -> None:
+        """Ask Ollama to load `model` for OLLAMA_KEEP_ALIVE: a chat without messages."""
+        body = {"model": model, "messages": [], **self._keep_alive}
+        # As a stream, the answer may take as long as a first token: the model's load.
+        response = self._client.post("/api/chat", body, stream=True, headers={})
+        if response.status_code != 200:
+            raise _status_error(response, model)
+        response.close()
+
+
+def _keep_alive(text: str) -> int | float | str:
+    """Ollama reads a JSON number as seconds and a string as a Go duration ("5m")."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _with_tag(model: str) -> str:
+    """Ollama's full model name: a name without a tag means its `latest` tag."""
+    return model if ":" in model else f"{model}:latest"
 
 
 def _status_error(response: UpstreamResponse, model: str) -> UpstreamError:

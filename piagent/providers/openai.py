@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -59,6 +59,24 @@ class OpenAIProvider:
                 f"{SERVER} answered {content_type or 'no content type'} instead of an event stream"
             )
         return OpenAIReply(response, stream=stream)
+
+    def check_ready(self, models: Collection[str], timeout_s: float) -> None:
+        """Raise UpstreamError saying what to do unless /models lists every model."""
+        listing = self._client.get_json("/models", timeout_s, headers=self._headers)
+        try:
+            served = {entry["id"] for entry in listing["data"]}
+        except (KeyError, TypeError):
+            raise UpstreamError(f"{SERVER} sent a model list piagent cannot read") from None
+        missing = [model for model in models if model not in served]
+        if missing:
+            listed = ", ".join(sorted(served)) or "none"
+            raise UpstreamError(
+                f"{SERVER} at {self._client.base_url} does not serve the model(s) "
+                f"{', '.join(missing)} (it lists: {listed}); check OPENAI_MODEL"
+            )
+
+    def load_model(self, model: str) -> None:
+        """Nothing to do: an OpenAI-compatible server loads its models itself."""
 
 
 class OpenAIReply:

@@ -35,6 +35,8 @@ def server(module_fake, tmp_path_factory):
         "SSE_HEARTBEAT_S": "0.2",
         "STREAM_IDLE_TIMEOUT_S": "2",
         "ACCESS_LOG": "",
+        # These tests load the relay, not admission control: room for every stream.
+        "MAX_CONCURRENT_GENERATIONS": "256",
     }
     with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
         yield running
