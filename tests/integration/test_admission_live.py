@@ -1,0 +1,146 @@
+"""Admission control under real gunicorn (one gevent worker) with the default limits."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.conftest import MODEL
+from tests.fake_ollama import FakeOllama
+from tests.http_raw import RawResponse, read_response, send_request
+from tests.prom import scrape, value
+from tests.servers import gunicorn, wait_until
+
+
+@pytest.fixture(scope="module")
+def module_fake():
+    with FakeOllama(models={MODEL}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(module_fake, tmp_path_factory):
+    # The defaults: MAX_CONCURRENT_GENERATIONS=1, QUEUE_MAX=4, QUEUE_TIMEOUT_S=30.
+    with gunicorn({"OLLAMA_HOST": module_fake.url}, tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(module_fake):
+    module_fake.reset()
+    return module_fake
+
+
+def remembered(server, fake, conversation_id: str) -> list[str]:
+    """The remembered messages piagent sends Ollama for this conversation now."""
+    reply = requests.post(
+        f"{server.url}/chat",
+        json={"message": "again", "conversation_id": conversation_id},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    return [m["content"] for m in fake.requests[-1].json["messages"][1:-1]]
+
+
+def chat_request(server, conversation_id: str) -> bytes:
+    body = json.dumps({"message": "hi", "conversation_id": conversation_id}).encode()
+    head = (
+        f"POST /chat HTTP/1.1\r\nHost: {server.url[7:]}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
+    fake.behave(tokens=["done"], first_token_delay=2)  # each answer takes 2 s
+    before = scrape(server.url)
+    ids = [uuid.uuid4().hex for _ in range(10)]
+    host, port = server.url[7:].split(":")
+    # Connected beforehand, so the time measured is piagent's answer, not TCP set-up.
+    sockets = {i: socket.create_connection((host, int(port)), timeout=30) for i in ids}
+    results: dict[str, tuple[RawResponse, float]] = {}
+    start = threading.Barrier(len(ids))
+
+    def send(conversation_id: str) -> None:
+        sock = sockets[conversation_id]
+        start.wait()
+        sent_at = time.monotonic()
+        sock.sendall(chat_request(server, conversation_id))
+        response = read_response(sock)
+        results[conversation_id] = (response, time.monotonic() - sent_at)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for sock in sockets.values():
+        sock.close()
+
+    served = [i for i in ids if results[i][0].status == 200]
+    refused = [i for i in ids if results[i][0].status == 503]
+    assert (len(served), len(refused)) == (5, 5)
+    for conversation_id in refused:
+        response, elapsed = results[conversation_id]
+        assert response.headers["retry-after"].isdigit()
+        assert json.loads(response.body)["detail"].startswith("piagent is busy")
+        assert elapsed < 0.1, f"a refusal took {elapsed * 1000:.0f} ms"
+    assert len(fake.generations) == 5  # the refused ones never reached Ollama
+    after = scrape(server.url)
+    assert value(after, "piagent_rejections_total", reason="queue_full") - value(
+        before, "piagent_rejections_total", reason="queue_full"
+    ) == 5
+
+    fake.behave(tokens=["ok"])
+    for conversation_id in refused:
+        assert remembered(server, fake, conversation_id) == []
+    for conversation_id in served:
+        assert remembered(server, fake, conversation_id) == ["hi", "done"]
+
+
+def queue_depth(server) -> float:
+    return value(scrape(server.url), "piagent_queue_depth")
+
+
+def test_queued_client_that_leaves_frees_its_place(server, fake):
+    fake.behave(first_token_delay=30)  # the running generation holds its place
+    before = scrape(server.url)
+    holder = send_request(server.url, "/chat", {"message": "hi"})
+    fake.wait_for_generation_start(timeout=5)
+    queued = [send_request(server.url, "/chat", {"message": "hi"}) for _ in range(4)]
+    wait_until(lambda: queue_depth(server) == 4, 5, what="four queued")
+    assert requests.post(f"{server.url}/chat", json={"message": "hi"}, timeout=5).status_code == 503
+
+    queued.pop(0).close()
+    wait_until(lambda: queue_depth(server) == 3, 5, what="the leaver's place to be freed")
+    queued.append(send_request(server.url, "/chat", {"message": "hi"}))
+    wait_until(lambda: queue_depth(server) == 4, 5, what="a newcomer in the freed place")
+    assert requests.post(f"{server.url}/chat", json={"message": "hi"}, timeout=5).status_code == 503
+
+    for sock in queued:
+        sock.close()
+    wait_until(lambda: queue_depth(server) == 0, 5, what="the queue to empty")
+    holder.close()
+    fake.wait_for_client_close(timeout=5)
+    assert len(fake.generations) == 1  # no queued request ever reached Ollama
+    after = scrape(server.url)
+    left = value(after, "piagent_cancellations_total", stage="queued") - value(
+        before, "piagent_cancellations_total", stage="queued"
+    )
+    assert left == 5
+    wait_until(
+        lambda: value(scrape(server.url), "piagent_active_generations") == 0,
+        5,
+        what="the place to be free",
+    )
+
+    fake.behave(tokens=["back"])
+    reply = requests.post(f"{server.url}/chat", json={"message": "hi"}, timeout=10)
+    assert reply.status_code == 200
+    assert reply.json()["reply"] == "back"

@@ -1,0 +1,117 @@
+"""GET /metrics: parsed by prometheus_client's own parser, moved by known traffic."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from piagent import create_app
+from tests.conftest import MODEL
+from tests.fake_ollama import FakeOllama
+from tests.http_raw import read_response, send_request
+from tests.nginx import free_port
+from tests.prom import samples, scrape, value
+from tests.servers import gunicorn, waitress_server, wait_until
+
+
+def chat(url: str, **body) -> requests.Response:
+    return requests.post(f"{url}/chat", json={"message": "hi", **body}, timeout=10)
+
+
+def delta(before, after, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def test_counters_move_by_the_traffic_sent(make_settings, fake):
+    fake.behave(tokens=["a", "b", "c"], prompt_eval_count=12)
+    with waitress_server(create_app(make_settings())) as server:
+        before = scrape(server.url)
+        assert chat(server.url).status_code == 200
+        assert chat(server.url).status_code == 200
+        assert chat(server.url, stream=True).text == "abc"
+        assert chat(server.url, message="").status_code == 422
+        fake.behave(status=500)
+        assert chat(server.url).status_code == 502
+        assert requests.get(f"{server.url}/nowhere", timeout=5).status_code == 404
+        after = scrape(server.url)
+
+    def requests_with(status: str, route: str = "/chat", method: str = "POST") -> float:
+        return delta(
+            before, after, "piagent_http_requests_total", route=route, method=method, status=status
+        )
+
+    assert requests_with("200") == 3
+    assert requests_with("422") == 1
+    assert requests_with("502") == 1
+    assert requests_with("404", route="unmatched", method="GET") == 1
+    assert requests_with("200", route="/metrics", method="GET") == 1  # the first scrape
+    assert delta(before, after, "piagent_http_request_duration_seconds_count", route="/chat") == 5
+    assert delta(before, after, "piagent_time_to_first_token_seconds_count") == 3
+    assert delta(before, after, "piagent_generated_tokens_total") == 9
+    assert delta(before, after, "piagent_prompt_tokens_total") == 36
+    assert delta(before, after, "piagent_tokens_per_second_count") == 3
+    assert delta(before, after, "piagent_upstream_errors_total", kind="error") == 1
+    assert delta(before, after, "piagent_upstream_errors_total", kind="timeout") == 0
+    assert delta(before, after, "piagent_queue_wait_seconds_count") == 4  # every admitted call
+    assert value(after, "piagent_active_generations") == 0
+    assert value(after, "piagent_queue_depth") == 0
+    assert value(after, "piagent_conversations") == 3  # the failed reply saved nothing
+
+
+def test_unreachable_ollama_is_its_own_kind(make_settings):
+    app = create_app(make_settings(ollama_host=f"http://127.0.0.1:{free_port()}"))
+    client = app.test_client()
+    assert client.post("/chat", json={"message": "hi"}).status_code == 502
+    parsed = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(parsed, "piagent_upstream_errors_total", kind="unreachable") == 1
+
+
+def test_exposition_is_prometheus_text(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=")
+    names = {name for name, _ in samples(response.get_data(as_text=True))}
+    for expected in (  # present before anything happened, so alerts work from the start
+        "piagent_time_to_first_token_seconds_bucket",
+        "piagent_rejections_total",
+        "piagent_cancellations_total",
+        "piagent_conversations",
+    ):
+        assert expected in names
+
+
+@pytest.fixture(scope="module")
+def module_fake():
+    with FakeOllama(models={MODEL}) as server:
+        yield server
+
+
+def test_two_workers_report_the_sum_of_both(module_fake, tmp_path):
+    fake = module_fake
+    fake.behave(tokens=["x", "y"])
+    env = {"OLLAMA_HOST": fake.url, "WEB_CONCURRENCY": "2", "LOG_FORMAT": "text"}
+    with gunicorn(env, tmp_path) as server:
+        for _ in range(20):
+            # A new connection each time, so both workers take their share.
+            assert chat(server.url).status_code == 200
+
+        fake.behave(tokens=["a ", "b ", "c "], token_delay=5)
+        sock = send_request(server.url, "/chat", {"message": "hi", "stream": True})
+        assert read_response(sock, max_chunks=1).chunks == [b"a "]
+        sock.close()
+        fake.wait_for_client_close(timeout=5)
+
+        def cancelled() -> float:
+            return value(scrape(server.url), "piagent_cancellations_total", stage="generating")
+
+        wait_until(lambda: cancelled() == 1, 5, what="the cancellation to be counted")
+        for _ in range(4):  # whichever worker answers the scrape, the sums are the same
+            parsed = scrape(server.url)
+            assert value(
+                parsed, "piagent_http_requests_total", route="/chat", method="POST", status="200"
+            ) == 21
+            assert value(parsed, "piagent_generated_tokens_total") == 40
+        pids = set(re.findall(r"\[(\d+)\] \[INFO\] request ", server.log()))
+        assert len(pids) == 2, "both workers should have served requests"

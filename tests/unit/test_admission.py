@@ -1,0 +1,193 @@
+"""The admission gate with real threads (the threaded-server case; gevent is tested live)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from piagent.admission import AdmissionGate, Slot
+from piagent.errors import Overloaded, UpstreamError
+from piagent.providers.base import ChatStats
+from tests.servers import wait_until
+
+
+class Recorder:
+    """An AdmissionObserver that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def queue_changed(self, active: int, waiting: int) -> None:
+        with self.lock:
+            self.events.append(("queue", active, waiting))
+
+    def rejected(self, reason: str) -> None:
+        with self.lock:
+            self.events.append(("rejected", reason))
+
+    def admitted(self, waited_s: float) -> None:
+        with self.lock:
+            self.events.append(("admitted",))
+
+    def left_queue(self) -> None:
+        with self.lock:
+            self.events.append(("left",))
+
+    @property
+    def last_queue(self) -> tuple | None:
+        with self.lock:
+            return next((e for e in reversed(self.events) if e[0] == "queue"), None)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(**overrides) -> tuple[AdmissionGate, Recorder]:
+    recorder = Recorder()
+    options = {"slots": 1, "queue_max": 2, "timeout_s": 5.0, **overrides}
+    return AdmissionGate(observer=recorder, **options), recorder
+
+
+def acquire_in_thread(gate: AdmissionGate) -> tuple[threading.Thread, list]:
+    """Start a thread that waits for a place; its result lands in the returned list."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append(gate.acquire())
+        except Overloaded as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_free_place_is_taken_at_once():
+    admission, recorder = gate()
+    slot = admission.acquire()
+    assert isinstance(slot, Slot)
+    assert recorder.last_queue == ("queue", 1, 0)
+
+
+def test_a_full_queue_refuses_at_once_with_retry_after():
+    admission, recorder = gate(queue_max=1)
+    admission.acquire()
+    acquire_in_thread(admission)
+    wait_until(lambda: recorder.last_queue == ("queue", 1, 1), 5, what="one queued")
+    with pytest.raises(Overloaded) as refused:
+        admission.acquire()
+    assert refused.value.status == 503
+    assert refused.value.headers["Retry-After"] == "5"  # nothing measured yet: the default
+    assert "QUEUE_MAX=1" in refused.value.detail
+    assert ("rejected", "queue_full") in recorder.events
+
+
+def test_zero_queue_refuses_whenever_every_place_is_taken():
+    admission, _ = gate(slots=2, queue_max=0)
+    admission.acquire()
+    admission.acquire()
+    with pytest.raises(Overloaded):
+        admission.acquire()
+
+
+def test_released_place_goes_to_the_first_in_line():
+    admission, recorder = gate(queue_max=2)
+    holder = admission.acquire()
+    first, first_result = acquire_in_thread(admission)
+    wait_until(lambda: recorder.last_queue == ("queue", 1, 1), 5, what="first queued")
+    second, second_result = acquire_in_thread(admission)
+    wait_until(lambda: recorder.last_queue == ("queue", 1, 2), 5, what="second queued")
+
+    holder.release()
+    first.join(5)
+    assert isinstance(first_result[0], Slot)
+    assert second_result == []  # still waiting: one place, handed over, not shared
+    first_result[0].release()
+    second.join(5)
+    assert isinstance(second_result[0], Slot)
+
+
+def test_release_is_idempotent():
+    admission, recorder = gate(queue_max=0)
+    slot = admission.acquire()
+    slot.release()
+    slot.release()
+    assert recorder.last_queue == ("queue", 0, 0)
+    admission.acquire()
+    with pytest.raises(Overloaded):  # a double release did not make room for two
+        admission.acquire()
+
+
+def test_waiting_longer_than_the_timeout_is_refused_and_leaves_the_queue():
+    admission, recorder = gate(timeout_s=0.05, queue_max=1)
+    admission.acquire()
+    with pytest.raises(Overloaded) as refused:
+        admission.acquire()
+    assert "QUEUE_TIMEOUT_S" in refused.value.detail
+    assert ("rejected", "queue_timeout") in recorder.events
+    assert recorder.last_queue == ("queue", 1, 0)
+    thread, result = acquire_in_thread(admission)  # the place in the queue is free again
+    wait_until(lambda: recorder.last_queue == ("queue", 1, 1), 5, what="queued again")
+
+
+def test_retry_after_follows_how_long_generations_take():
+    clock = Clock()
+    admission = AdmissionGate(slots=2, queue_max=0, timeout_s=1, clock=clock)
+    slot = admission.acquire()
+    clock.now += 12
+    slot.release()  # one generation took 12 s; two places share the load
+    admission.acquire()
+    admission.acquire()
+    with pytest.raises(Overloaded) as refused:
+        admission.acquire()
+    assert refused.value.headers["Retry-After"] == "6"
+
+
+class Upstream:
+    """A minimal ChatStream."""
+
+    stats = ChatStats(completion_tokens=1)
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __iter__(self):
+        yield "hi"
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_admitted_reply_holds_its_place_until_closed():
+    admission, _ = gate(queue_max=0)
+    upstream = Upstream()
+    stream = admission.admit(lambda: upstream)()
+    assert list(stream) == ["hi"]
+    assert stream.stats == upstream.stats
+    with pytest.raises(Overloaded):
+        admission.admit(Upstream)()
+    stream.close()
+    stream.close()
+    assert upstream.closed == 2  # closing is passed on; the place is freed once
+    admission.admit(Upstream)().close()
+
+
+def test_failed_open_gives_the_place_back():
+    admission, _ = gate(queue_max=0)
+
+    def failing():
+        raise UpstreamError("down")
+
+    with pytest.raises(UpstreamError):
+        admission.admit(failing)()
+    admission.admit(Upstream)()  # not refused: the place came back
