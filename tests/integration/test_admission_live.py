@@ -93,9 +93,11 @@ def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
         assert elapsed < 0.1, f"a refusal took {elapsed * 1000:.0f} ms"
     assert len(fake.generations) == 5  # the refused ones never reached Ollama
     after = scrape(server.url)
-    assert value(after, "piagent_rejections_total", reason="queue_full") - value(
-        before, "piagent_rejections_total", reason="queue_full"
-    ) == 5
+    assert (
+        value(after, "piagent_rejections_total", reason="queue_full")
+        - value(before, "piagent_rejections_total", reason="queue_full")
+        == 5
+    )
 
     fake.behave(tokens=["ok"])
     for conversation_id in refused:

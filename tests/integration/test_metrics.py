@@ -13,7 +13,7 @@ from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
 from tests.nginx import free_port
 from tests.prom import samples, scrape, value
-from tests.servers import gunicorn, waitress_server, wait_until
+from tests.servers import gunicorn, wait_until, waitress_server
 
 
 def chat(url: str, **body) -> requests.Response:
@@ -109,9 +109,16 @@ def test_two_workers_report_the_sum_of_both(module_fake, tmp_path):
         wait_until(lambda: cancelled() == 1, 5, what="the cancellation to be counted")
         for _ in range(4):  # whichever worker answers the scrape, the sums are the same
             parsed = scrape(server.url)
-            assert value(
-                parsed, "piagent_http_requests_total", route="/chat", method="POST", status="200"
-            ) == 21
+            assert (
+                value(
+                    parsed,
+                    "piagent_http_requests_total",
+                    route="/chat",
+                    method="POST",
+                    status="200",
+                )
+                == 21
+            )
             assert value(parsed, "piagent_generated_tokens_total") == 40
         pids = set(re.findall(r"\[(\d+)\] \[INFO\] request ", server.log()))
         assert len(pids) == 2, "both workers should have served requests"

@@ -1,0 +1,155 @@
+"""Request ids and the one log line per request, under real gunicorn and in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import requests
+
+from piagent import create_app
+from tests.conftest import MODEL
+from tests.fake_ollama import FakeOllama
+from tests.servers import gunicorn, wait_until
+
+SECRET_MESSAGE = "my-bank-pin-is-4321"
+SECRET_REPLY = "noted-4321"
+
+
+@pytest.fixture(scope="module")
+def module_fake():
+    with FakeOllama(models={MODEL}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(module_fake, tmp_path_factory):
+    env = {"OLLAMA_HOST": module_fake.url, "LOG_FORMAT": "json"}
+    with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(module_fake):
+    module_fake.reset()
+    return module_fake
+
+
+def request_lines(server) -> list[dict]:
+    """piagent's JSON request lines in the server log so far."""
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["msg"] == "request"]
+
+
+def line_for(server, request_id: str) -> dict:
+    """The log line of one request (a stream's is written when its body ends)."""
+
+    def find() -> dict | None:
+        return next(
+            (line for line in request_lines(server) if line["request_id"] == request_id), None
+        )
+
+    return wait_until(find, 5, what=f"the log line of {request_id}")
+
+
+def test_client_request_id_is_sent_back_and_logged(server, fake):
+    response = requests.get(f"{server.url}/health", headers={"X-Request-Id": "abc-123"}, timeout=5)
+    assert response.headers["X-Request-Id"] == "abc-123"
+    line = line_for(server, "abc-123")
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/health", 200)
+    assert line["duration_ms"] >= 0
+    assert line["ttft_ms"] is None and line["tokens"] is None and line["agent"] is None
+
+
+@pytest.mark.parametrize("sent", [None, "", "has space", "x" * 129, "semi;colon", "é"])
+def test_missing_or_invalid_request_id_is_replaced_by_a_new_one(server, fake, sent):
+    headers = {} if sent is None else {"X-Request-Id": sent.encode().decode("latin-1")}
+    response = requests.get(f"{server.url}/health", headers=headers, timeout=5)
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/chat", {"message": ""}, 422),
+        ("GET", "/nowhere", None, 404),
+        ("GET", "/chat", None, 405),
+        ("POST", "/chat", {"message": "hi", "agent": "nobody"}, 404),
+    ],
+)
+def test_errors_carry_the_request_id_too(server, fake, method, path, body, status):
+    response = requests.request(
+        method,
+        f"{server.url}{path}",
+        json=body,
+        headers={"X-Request-Id": f"err-{status}"},
+        timeout=5,
+    )
+    assert response.status_code == status
+    assert response.headers["X-Request-Id"] == f"err-{status}"
+    assert line_for(server, f"err-{status}")["status"] == status
+
+
+def test_stream_is_logged_once_it_ends_with_generation_fields(server, fake):
+    fake.behave(tokens=["one ", "two"], prompt_eval_count=7, token_delay=0.05)
+    response = requests.post(
+        f"{server.url}/chat",
+        json={
+            "message": SECRET_MESSAGE,
+            "stream": True,
+            "agent": "shell",
+            "conversation_id": "c-9",
+        },
+        headers={"X-Request-Id": "stream-1"},
+        timeout=10,
+    )
+    assert response.headers["X-Request-Id"] == "stream-1"
+    assert response.text == "one two"
+    line = line_for(server, "stream-1")
+    assert line["status"] == 200
+    assert line["agent"] == "shell"
+    assert line["model"] == MODEL
+    assert line["conversation_id"] == "c-9"
+    assert line["outcome"] == "complete"
+    assert (line["tokens"], line["prompt_tokens"]) == (2, 7)
+    assert line["tokens_per_s"] > 0
+    assert 0 < line["ttft_ms"] <= line["duration_ms"]
+    assert line["duration_ms"] >= 50  # the whole stream, not just until the headers
+
+
+def test_message_text_is_never_logged_by_default(server, fake):
+    fake.behave(tokens=[SECRET_REPLY])
+    for stream in (False, True):
+        response = requests.post(
+            f"{server.url}/chat",
+            json={"message": SECRET_MESSAGE, "stream": stream},
+            headers={"X-Request-Id": f"secret-{stream}"},
+            timeout=10,
+        )
+        assert SECRET_REPLY in response.text
+        line_for(server, f"secret-{stream}")
+    assert SECRET_MESSAGE not in server.log()
+    assert SECRET_REPLY not in server.log()
+
+
+def test_every_request_gets_exactly_one_line(server, fake):
+    before = len(request_lines(server))
+    for _ in range(3):
+        requests.get(f"{server.url}/agents", timeout=5)
+    requests.post(f"{server.url}/chat", json={"message": "hi", "stream": True}, timeout=5)
+    wait_until(lambda: len(request_lines(server)) == before + 4, 5, what="four lines")
+    assert len(request_lines(server)) == before + 4
+
+
+def test_log_content_true_logs_message_and_reply(make_settings, fake, caplog):
+    fake.behave(tokens=["noted-", "4321"])
+    client = create_app(make_settings(log_content=True)).test_client()
+    with caplog.at_level(logging.INFO, logger="piagent.access"):
+        response = client.post("/chat", json={"message": SECRET_MESSAGE, "stream": True})
+        assert response.get_data(as_text=True) == SECRET_REPLY
+        response.close()  # the WSGI server's close(): the stream's line is written now
+    (record,) = [r for r in caplog.records if r.name == "piagent.access"]
+    assert record.fields["message"] == SECRET_MESSAGE
+    assert record.fields["reply"] == SECRET_REPLY
