@@ -1,0 +1,71 @@
+"""SIGTERM to a real gunicorn: running streams finish within graceful_timeout, then are cut."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from tests.conftest import MODEL
+from tests.fake_ollama import FakeOllama
+from tests.http_raw import read_response, send_request
+from tests.servers import gunicorn, wait_until
+
+TOKENS = [f"t{i} " for i in range(6)]
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama(models={MODEL}) as server:
+        yield server
+
+
+def refuses_connections(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def start_stream(server, fake: FakeOllama) -> socket.socket:
+    """Open a stream and return once its first token has left the fake."""
+    sock = send_request(server.url, "/chat", {"message": "hi", "stream": True})
+    generation = fake.wait_for_generation_start(timeout=5)
+    wait_until(lambda: generation.tokens_sent >= 1, 5, what="the first token")
+    return sock
+
+
+def test_sigterm_lets_a_running_stream_finish_and_refuses_new_connections(fake, tmp_path):
+    fake.behave(tokens=TOKENS, token_delay=0.5)  # about 3 s in all
+    with gunicorn({"OLLAMA_HOST": fake.url}, tmp_path) as server:
+        sock = start_stream(server, fake)
+        os.kill(server.pid, signal.SIGTERM)
+
+        wait_until(lambda: refuses_connections(server.url), 5, what="new connections refused")
+        with sock:
+            response = read_response(sock)
+        assert response.status == 200
+        assert response.complete
+        assert response.body == "".join(TOKENS).encode()
+        assert fake.generations[0].wait_finished().outcome == "done"
+        wait_until(lambda: "Shutting down: Master" in server.log(), 10, what="gunicorn to exit")
+
+
+def test_stream_longer_than_graceful_timeout_is_cut_and_upstream_closed(fake, tmp_path):
+    fake.behave(tokens=TOKENS, token_delay=5)  # 25 s: far longer than the grace period
+    env = {"OLLAMA_HOST": fake.url, "GRACEFUL_TIMEOUT": "1"}
+    with gunicorn(env, tmp_path) as server:
+        sock = start_stream(server, fake)
+        os.kill(server.pid, signal.SIGTERM)
+
+        with sock:
+            response = read_response(sock)
+        assert response.status == 200
+        assert not response.complete  # the client can tell the stream was cut
+        assert response.body == TOKENS[0].encode()
+        generation = fake.wait_for_client_close(timeout=10)
+        assert generation.tokens_sent == 1
