@@ -90,7 +90,9 @@ def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
         response, elapsed = results[conversation_id]
         assert response.headers["retry-after"].isdigit()
         assert json.loads(response.body)["detail"].startswith("piagent is busy")
-        assert elapsed < 0.1, f"a refusal took {elapsed * 1000:.0f} ms"
+        # Refused without waiting for a place (the first frees after 2 s). The 100 ms
+        # target is a speed figure: bench/admission_bench.py measures it.
+        assert elapsed < 1.0, f"a refusal took {elapsed * 1000:.0f} ms"
     assert len(fake.generations) == 5  # the refused ones never reached Ollama
     after = scrape(server.url)
     assert (
