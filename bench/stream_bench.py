@@ -17,10 +17,8 @@ from gevent import monkey
 monkey.patch_all()  # the load generator runs as greenlets
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -35,6 +33,7 @@ from gevent.pool import Pool  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from bench.fake_upstream import fake_process  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
 from tests.servers import RunningServer, gunicorn  # noqa: E402
@@ -50,26 +49,11 @@ DIRECT_STREAM = {**DIRECT_CHAT, "stream": True}
 
 
 @contextmanager
-def fake_process(**behaviour) -> Iterator[str]:
-    """The fake Ollama in its own process; yields its URL."""
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH / "fake_upstream.py"), json.dumps(behaviour)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process.stdout.readline().strip()
-    finally:
-        process.stdin.close()
-        process.wait(timeout=10)
-
-
-@contextmanager
 def piagent(fake_url: str, app: str = "wsgi:app") -> Iterator[tuple[RunningServer, int]]:
     """piagent under gunicorn, talking to `fake_url`; yields the server and its worker's PID."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"OLLAMA_HOST": fake_url, "ACCESS_LOG": ""}
+        # Admission control would refuse most of the load: this measures the relay.
+        env = {"OLLAMA_HOST": fake_url, "ACCESS_LOG": "", "MAX_CONCURRENT_GENERATIONS": "5000"}
         with gunicorn(env, Path(tmp), app=app) as server:
             children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
             yield server, int(children.split()[0])
