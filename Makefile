@@ -1,13 +1,16 @@
 # Entry points: `make demo` shows piagent answering from a real model with no Ollama,
 # `make run` serves piagent (in front of Ollama), `make test` runs its tests (the
-# real-model ones included, hence the demo packages).
+# real-model ones included, hence the demo packages), `make install` only installs
+# what serving needs (a deploy, before starting the systemd service).
 # Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run demo demo-deps test lint
+.PHONY: install run demo demo-deps test lint
+
+install: $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
