@@ -120,6 +120,8 @@ def test_queued_client_that_leaves_frees_its_place(server, fake):
     queued = [send_request(server.url, "/chat", {"message": "hi"}) for _ in range(4)]
     wait_until(lambda: queue_depth(server) == 4, 5, what="four queued")
     assert requests.post(f"{server.url}/chat", json={"message": "hi"}, timeout=5).status_code == 503
+    for path in ("/health", "/ready", "/agents", "/metrics"):  # these never queue
+        assert requests.get(f"{server.url}{path}", timeout=5).status_code == 200
 
     queued.pop(0).close()
     wait_until(lambda: queue_depth(server) == 3, 5, what="the leaver's place to be freed")

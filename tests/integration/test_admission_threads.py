@@ -1,0 +1,82 @@
+"""Admission control under a threaded WSGI server (waitress), and with SSE streams."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from piagent import create_app
+from tests.http_raw import read_response, send_request
+from tests.servers import wait_until, waitress_server
+
+
+def sse_events(raw: bytes) -> tuple[list[dict], list[str]]:
+    events, comments = [], []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("data: "):
+            events.append(json.loads(block[6:]))
+        elif block.startswith(":"):
+            comments.append(block)
+    return events, comments
+
+
+def queue_depth(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return float(text.split("\npiagent_queue_depth ")[1].split()[0])
+
+
+def test_queued_message_sees_the_turn_saved_before_it(make_settings, fake):
+    fake.behave_once(tokens=["first answer"], first_token_delay=0.5)
+    fake.behave(tokens=["second answer"])
+    with waitress_server(create_app(make_settings())) as server:
+        holder = send_request(server.url, "/chat", {"message": "first", "conversation_id": "c"})
+        fake.wait_for_generation_start(timeout=5)
+        queued = send_request(server.url, "/chat", {"message": "second", "conversation_id": "c"})
+        wait_until(lambda: queue_depth(server.url) == 1, 5, what="the second to queue")
+        with holder, queued:
+            assert read_response(holder).status == 200
+            assert json.loads(read_response(queued).body)["reply"] == "second answer"
+    sent = [m["content"] for m in fake.requests[-1].json["messages"][1:]]
+    assert sent == ["first", "first answer", "second"]
+
+
+def test_sse_queued_past_the_timeout_ends_with_a_busy_event(make_settings, fake):
+    fake.behave_once(first_token_delay=1.5)
+    settings = make_settings(queue_timeout_s=0.5, sse_heartbeat_s=0.1)
+    with waitress_server(create_app(settings)) as server:
+        holder = send_request(server.url, "/chat", {"message": "hi"})
+        fake.wait_for_generation_start(timeout=5)
+        reply = requests.post(
+            f"{server.url}/chat",
+            json={"message": "hi", "stream": True},
+            headers={"Accept": "text/event-stream"},
+            timeout=10,
+        )
+        events, comments = sse_events(reply.content)
+        assert reply.status_code == 200  # heartbeats started the response while it waited
+        assert comments
+        assert [e["type"] for e in events] == ["error"]
+        assert "QUEUE_TIMEOUT_S" in events[0]["detail"]
+        with holder:
+            assert read_response(holder).status == 200
+    assert len(fake.generations) == 1
+
+
+def test_sse_refused_at_once_keeps_its_503(make_settings, fake):
+    fake.behave_once(first_token_delay=1)
+    with waitress_server(create_app(make_settings(queue_max=0))) as server:
+        holder = send_request(server.url, "/chat", {"message": "hi"})
+        fake.wait_for_generation_start(timeout=5)
+        reply = requests.post(
+            f"{server.url}/chat",
+            json={"message": "hi", "stream": True},
+            # waitress would keep an idle keep-alive connection open at shutdown
+            headers={"Accept": "text/event-stream", "Connection": "close"},
+            timeout=10,
+        )
+        assert reply.status_code == 503
+        assert reply.headers["Retry-After"].isdigit()
+        assert reply.json()["detail"].startswith("piagent is busy")
+        with holder:
+            assert read_response(holder).status == 200
