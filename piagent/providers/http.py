@@ -101,8 +101,7 @@ class UpstreamClient:
             raise self._unreachable() from None
         if response.status_code != 200:
             raise UpstreamError(
-                f"{self.server} at {self.base_url} answered HTTP {response.status_code} "
-                f"for {path}"
+                f"{self.server} at {self.base_url} answered HTTP {response.status_code} for {path}"
             )
         try:
             return response.json()
@@ -113,8 +112,7 @@ class UpstreamClient:
 
     def _unreachable(self) -> UpstreamUnreachable:
         return UpstreamUnreachable(
-            f"{self.server} is not reachable at {self.base_url}: is it running? "
-            f"({self._variable})"
+            f"{self.server} is not reachable at {self.base_url}: is it running? ({self._variable})"
         )
 
 

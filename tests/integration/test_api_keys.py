@@ -6,15 +6,17 @@ import json
 import re
 import socket
 
+import openai
 import pytest
 
 from piagent import create_app
 from piagent.auth import PUBLIC_ENDPOINTS
 from tests.http_raw import read_response
-from tests.servers import gunicorn
+from tests.servers import gunicorn, waitress_server
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
@@ -61,7 +63,12 @@ def test_every_protected_route_refuses_without_the_right_key(app, fake, case):
         response = call(client, method, path, WRONG[case])
         assert response.status_code == 401, (method, path)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-        assert response.get_json()["detail"]
+        body = response.get_json()
+        if path.startswith("/v1/"):  # OpenAI's error shape there
+            assert body["error"]["type"] == "authentication_error"
+            assert body["error"]["message"]
+        else:
+            assert body["detail"]
     assert fake.requests == []
 
 
@@ -125,3 +132,14 @@ def test_under_gunicorn_raw_key_bytes_are_compared_not_decoded(keyed_server, key
     response = get_with_raw_key(keyed_server.url, "/agents", key)
     assert response.status == status
     assert json.loads(response.body)  # JSON either way, never an HTML 500
+
+
+def test_openai_sdk_sends_its_api_key_as_the_bearer_key(app, fake):
+    with waitress_server(app) as served:
+        url = f"{served.url}/v1"
+        with openai.OpenAI(base_url=url, api_key=KEY_A, max_retries=0) as sdk:
+            completion = sdk.chat.completions.create(model="general", messages=MESSAGES)
+            assert completion.choices[0].message.content == "Hello!"
+        with openai.OpenAI(base_url=url, api_key="wrong", max_retries=0) as sdk:
+            with pytest.raises(openai.AuthenticationError):
+                sdk.models.list()

@@ -10,6 +10,8 @@ from piagent import create_app
 from piagent.settings import Settings
 from tests.conftest import MODEL
 from tests.fake_ollama import FakeOllama
+from tests.fake_openai import MODEL as OPENAI_MODEL
+from tests.fake_openai import FakeOpenAI
 from tests.nginx import free_port
 
 
@@ -80,3 +82,28 @@ def test_without_cache_every_probe_asks_again(make_settings, fake):
 def test_other_routes_never_ask_ollama(client, fake, path):
     assert client.get(path).status_code == 200
     assert fake.requests == []
+
+
+def test_every_agents_own_model_must_be_pulled(make_settings, tmp_path):
+    (tmp_path / "general.md").write_text("You help.")
+    (tmp_path / "coder.md").write_text("You code.")
+    (tmp_path / "coder.toml").write_text('model = "qwen2.5-coder:1.5b"\n')
+    client = create_app(make_settings(prompts_dir=tmp_path)).test_client()
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.get_json() == {
+        "detail": "model qwen2.5-coder:1.5b is not pulled: run ollama pull qwen2.5-coder:1.5b"
+    }
+
+
+def test_openai_compatible_server_is_asked_for_its_models():
+    with FakeOpenAI() as upstream:
+        fields = {"provider": "openai", "openai_base_url": upstream.base_url}
+        ready = create_app(Settings(**fields, openai_model=OPENAI_MODEL)).test_client()
+        assert ready.get("/ready").get_json() == {"status": "ready", "models": [OPENAI_MODEL]}
+
+        missing = create_app(Settings(**fields, openai_model="other")).test_client()
+        response = missing.get("/ready")
+    assert response.status_code == 503
+    detail = response.get_json()["detail"]
+    assert "does not serve the model(s) other" in detail and "OPENAI_MODEL" in detail

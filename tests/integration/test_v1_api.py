@@ -127,7 +127,7 @@ def test_unknown_fields_are_ignored_and_never_forwarded(client, fake):
     )
     assert response.status_code == 200
     body = fake.requests[-1].json
-    assert set(body) == {"model", "messages", "stream", "options"}
+    assert set(body) == {"model", "messages", "stream", "options", "keep_alive"}
     assert set(body["options"]) == {"temperature", "num_ctx", "num_predict"}
 
 
