@@ -80,8 +80,6 @@ class Overloaded(UpstreamBusy):
     busy, even once an SSE stream has started (heartbeats while queued).
     """
 
-    kind = "overloaded"
-
 
 class NotReady(ApiError):
     """The model server cannot serve yet (down, or a model is not pulled)."""

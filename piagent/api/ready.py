@@ -17,4 +17,4 @@ def ready() -> dict[str, object]:
     problem = state.readiness.problem()
     if problem is not None:
         raise NotReady(problem)
-    return {"status": "ready", "models": list(state.models)}
+    return {"status": "ready", "models": state.models}

@@ -80,3 +80,22 @@ def test_sse_refused_at_once_keeps_its_503(make_settings, fake):
         assert reply.json()["detail"].startswith("piagent is busy")
         with holder:
             assert read_response(holder).status == 200
+
+
+def test_openai_api_waits_in_the_same_queue(make_settings, fake):
+    fake.behave_once(first_token_delay=1)
+    with waitress_server(create_app(make_settings(queue_max=0))) as server:
+        holder = send_request(server.url, "/chat", {"message": "hi"})
+        fake.wait_for_generation_start(timeout=5)
+        reply = requests.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "general", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Connection": "close"},
+            timeout=10,
+        )
+        assert reply.status_code == 503
+        assert reply.headers["Retry-After"].isdigit()
+        assert reply.json()["error"]["message"].startswith("piagent is busy")
+        with holder:
+            assert read_response(holder).status == 200
+    assert len(fake.generations) == 1
