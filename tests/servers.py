@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -119,6 +120,7 @@ def is_healthy(url: str) -> bool:
 def waitress_server(app) -> Iterator[RunningServer]:
     """Serve `app` with waitress (threads, no gevent) in this process."""
     from waitress.server import create_server
+    from waitress.wasyncore import close_all
 
     server = create_server(app, host="127.0.0.1", port=0, threads=8)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -127,5 +129,8 @@ def waitress_server(app) -> Iterator[RunningServer]:
         host, port = server.socket.getsockname()[:2]
         yield RunningServer(url=f"http://{host}:{port}")
     finally:
-        server.close()
+        # Closing from this thread races the server's select() on the same sockets, and
+        # leaves keep-alive connections open: close everything from inside its loop.
+        server.trigger.pull_trigger(partial(close_all, server._map))
         thread.join(timeout=5)
+        server.task_dispatcher.shutdown()

@@ -71,8 +71,7 @@ def test_sse_refused_at_once_keeps_its_503(make_settings, fake):
         reply = requests.post(
             f"{server.url}/chat",
             json={"message": "hi", "stream": True},
-            # waitress would keep an idle keep-alive connection open at shutdown
-            headers={"Accept": "text/event-stream", "Connection": "close"},
+            headers={"Accept": "text/event-stream"},
             timeout=10,
         )
         assert reply.status_code == 503
@@ -90,7 +89,6 @@ def test_openai_api_waits_in_the_same_queue(make_settings, fake):
         reply = requests.post(
             f"{server.url}/v1/chat/completions",
             json={"model": "general", "messages": [{"role": "user", "content": "hi"}]},
-            headers={"Connection": "close"},
             timeout=10,
         )
         assert reply.status_code == 503
