@@ -6,11 +6,13 @@ library before piagent (and requests) are imported in the worker.
 
 import glob
 import os
+import shutil
 import tempfile
 
 from dotenv import dotenv_values
 
 _env = {**dotenv_values(".env"), **os.environ}
+_OWN_METRICS_PREFIX = "piagent-metrics-"
 
 # Socket: loopback by default; nginx in front is the public face.
 bind = _env.get("BIND") or "127.0.0.1:8000"
@@ -45,9 +47,9 @@ control_socket_disable = True
 
 # Metrics: with several workers prometheus_client keeps its values in files that every
 # worker writes and /metrics sums. The folder must be known before a worker imports it.
-if workers > 1:
+if workers > 1 or _env.get("PROMETHEUS_MULTIPROC_DIR"):
     _metrics_dir = _env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-        prefix="piagent-metrics-"
+        prefix=_OWN_METRICS_PREFIX
     )
     os.makedirs(_metrics_dir, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
@@ -61,3 +63,8 @@ if workers > 1:
         """Drop a dead worker's live gauges (what prometheus_client's mark_process_dead does)."""
         for path in glob.glob(os.path.join(_metrics_dir, f"gauge_live*_{worker.pid}.db")):
             os.remove(path)
+
+    def on_exit(server):
+        """Remove the folder if it is one this file made."""
+        if os.path.basename(_metrics_dir).startswith(_OWN_METRICS_PREFIX):
+            shutil.rmtree(_metrics_dir, ignore_errors=True)

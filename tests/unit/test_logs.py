@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from piagent.logs import JsonFormatter, TextFormatter
 
@@ -32,8 +33,6 @@ def test_json_line_keeps_a_traceback_on_one_line():
     try:
         raise ValueError("boom")
     except ValueError:
-        import sys
-
         made = logging.LogRecord(
             "piagent", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info()
         )
