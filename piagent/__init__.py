@@ -8,9 +8,9 @@ import sys
 from flask import Flask
 
 from .agents import load_agents
-from .api import agents, chat, health, v1
+from .api import agents, chat, conversations, health, v1
 from .errors import register_error_handlers
-from .memory import ConversationStore
+from .memory import open_store
 from .providers.base import GenerationOptions, Provider, Timeouts
 from .providers.ollama import OllamaProvider
 from .providers.openai import OpenAIProvider
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         agent_table = load_agents(
             settings.prompts_dir, model=settings.default_model, options=defaults
         )
+        memory = open_store(settings, max(a.options.max_tokens for a in agent_table.values()))
     except ConfigError as exc:
         print(f"piagent: cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
@@ -40,10 +41,10 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         settings=settings,
         agents=agent_table,
         provider=provider or _build_provider(settings),
-        memory=_build_memory(settings),
+        memory=memory,
     )
     register_error_handlers(app)
-    for module in (health, agents, chat, v1):
+    for module in (health, agents, chat, conversations, v1):
         app.register_blueprint(module.bp)
     return app
 
@@ -61,16 +62,6 @@ def _build_provider(settings: Settings) -> Provider:
         api_key = key.get_secret_value() if key else None
         return OpenAIProvider(settings.openai_base_url, timeouts, api_key=api_key)
     return OllamaProvider(settings.ollama_host, timeouts)
-
-
-def _build_memory(settings: Settings) -> ConversationStore | None:
-    if not settings.enable_memory:
-        return None
-    return ConversationStore(
-        max_messages=settings.memory_max_turns,
-        ttl_s=settings.memory_ttl_min * 60,
-        max_conversations=settings.memory_max_conversations,
-    )
 
 
 def _configure_logging() -> None:

@@ -7,9 +7,9 @@ from functools import partial
 
 from flask import Blueprint, Response, request
 
-from ..agents import find_agent
+from ..agents import Agent, find_agent
+from ..conversation import Turn, hold_seconds
 from ..disconnect import DisconnectWatch
-from ..memory import Message
 from ..relay import Exchange, collect_reply, stream_reply
 from ..schemas import ChatReply, ChatRequest
 from ..state import get_state
@@ -27,16 +27,20 @@ def chat() -> Response:
     agent = find_agent(state.agents, body.agent)
 
     conversation_id = body.conversation_id or str(uuid.uuid4())
-    memory = state.memory
-    history = memory.history(conversation_id) if memory is not None else []
-    messages = [Message("system", agent.system_prompt), *history, Message("user", body.message)]
-    exchange = Exchange(
-        conversation_id=conversation_id,
-        model=agent.model,
-        remember=partial(memory.save_exchange, conversation_id, body.message)
-        if memory is not None
-        else None,
-    )
+    hold_s = hold_seconds(state.settings, stream=body.stream)
+    turn = Turn(state.memory, conversation_id, body.message, hold_s=hold_s)
+    try:
+        return _answer(body, agent, turn)
+    except BaseException:
+        turn.abandon()
+        raise
+
+
+def _answer(body: ChatRequest, agent: Agent, turn: Turn) -> Response:
+    state = get_state()
+    conversation_id = turn.conversation_id
+    messages = turn.prompt(agent.system_prompt, agent.options)
+    exchange = Exchange(conversation_id=conversation_id, model=agent.model, finish=turn.finish)
     open_upstream = partial(
         state.provider.open_chat, messages, agent.model, agent.options, stream=body.stream
     )
@@ -52,7 +56,10 @@ def chat() -> Response:
         except BaseException:
             watch.close()
             raise
-        return Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
+        response = Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
+        # A body the server never starts reading never reaches the relay's own ending.
+        response.call_on_close(turn.abandon)
+        return response
 
     try:
         reply, stats = collect_reply(open_upstream, watch, exchange)
