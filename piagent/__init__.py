@@ -10,7 +10,7 @@ from flask import Flask
 from .agents import load_agents
 from .api import agents, chat, conversations, health, v1
 from .errors import register_error_handlers
-from .memory import open_store
+from .memory.factory import open_store
 from .providers.base import GenerationOptions, Provider, Timeouts
 from .providers.ollama import OllamaProvider
 from .providers.openai import OpenAIProvider
