@@ -14,7 +14,7 @@ import uuid
 
 from .budget import fit_prompt, learned_ratio
 from .errors import ApiError
-from .memory import ConversationStore, MemoryUnavailable, Message, Recollection
+from .memory import ConversationStore, MemoryUnavailable, Message, NewExchange, Recollection
 from .providers.base import ChatStats, GenerationOptions
 from .settings import Settings
 
@@ -61,18 +61,14 @@ class Turn:
         self._estimate = 0
         self._finished = store is None
         self._recalled = Recollection([])
-        if store is None:
-            return
-        if not store.hold(conversation_id, self._holder, hold_s):
-            raise ConversationBusy(
-                f"conversation {conversation_id!r} is still answering an earlier message; "
-                "send this one when that reply has finished"
-            )
-        try:
-            self._recalled = store.recall(conversation_id)
-        except BaseException:
-            self.abandon()
-            raise
+        if store is not None:
+            recalled = store.begin(conversation_id, self._holder, hold_s)
+            if recalled is None:
+                raise ConversationBusy(
+                    f"conversation {conversation_id!r} is still answering an earlier message; "
+                    "send this one when that reply has finished"
+                )
+            self._recalled = recalled
 
     def prompt(self, system_prompt: str, options: GenerationOptions) -> list[Message]:
         """The messages to send: the system prompt, what fits of the history, the message."""
@@ -88,34 +84,36 @@ class Turn:
         return fitted.messages
 
     def finish(self, reply: str | None, stats: ChatStats | None) -> None:
-        """Keep the exchange when the reply has text, then free the conversation; once only."""
+        """Keep the exchange when the reply has text, and free the conversation; once only.
+
+        Raises MemoryUnavailable when a reply could not be kept.
+        """
         if self._finished:
             return
         self._finished = True
+        if not reply:
+            self._let_go()
+            return
+        prompt_tokens = stats.prompt_tokens if stats else None
+        exchange = NewExchange(
+            self._user_text,
+            reply,
+            asked_at=self._asked_at,
+            token_ratio=learned_ratio(self._recalled.token_ratio, self._estimate, prompt_tokens),
+        )
         try:
-            if reply:
-                ratio = learned_ratio(
-                    self._recalled.token_ratio,
-                    self._estimate,
-                    stats.prompt_tokens if stats else None,
-                )
-                self._store.save_exchange(
-                    self.conversation_id,
-                    self._user_text,
-                    reply,
-                    asked_at=self._asked_at,
-                    token_ratio=ratio,
-                )
-        finally:
-            self._release()
+            self._store.end(self.conversation_id, self._holder, exchange)
+        except MemoryUnavailable:
+            self._let_go()
+            raise
 
     def abandon(self) -> None:
         """Free the conversation without keeping anything (the reply failed or never came)."""
         self.finish(None, None)
 
-    def _release(self) -> None:
+    def _let_go(self) -> None:
         try:
-            self._store.release(self.conversation_id, self._holder)
+            self._store.end(self.conversation_id, self._holder)
         except MemoryUnavailable as exc:
-            # The hold lapses by itself after its time limit.
+            # Not fatal: the hold lapses by itself after its time limit.
             log.warning("conversation %s stays held: %s", self.conversation_id, exc.detail)

@@ -50,8 +50,8 @@ def forget(conversation_id: str) -> Response:
     """Forget the conversation (204); 409 while one of its messages is being answered."""
     store = _store_for(conversation_id)
     holder = uuid.uuid4().hex
-    # Held, so a reply still in flight cannot bring the conversation back after this.
-    if not store.hold(conversation_id, holder, _FORGET_HOLD_S):
+    # Claimed first, so a reply still in flight cannot bring the conversation back.
+    if store.begin(conversation_id, holder, _FORGET_HOLD_S) is None:
         raise ConversationBusy(
             f"conversation {conversation_id!r} is answering a message; "
             "delete it when that reply has finished"
@@ -59,7 +59,7 @@ def forget(conversation_id: str) -> Response:
     try:
         forgotten = store.forget(conversation_id)
     finally:
-        store.release(conversation_id, holder)
+        store.end(conversation_id, holder)
     if not forgotten:
         raise _unknown(conversation_id)
     return Response(status=204)

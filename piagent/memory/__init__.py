@@ -7,6 +7,7 @@ from .base import (
     MemoryLimits,
     MemoryUnavailable,
     Message,
+    NewExchange,
     Recollection,
     StoredMessage,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "MemoryLimits",
     "MemoryUnavailable",
     "Message",
+    "NewExchange",
     "Recollection",
     "SqliteStore",
     "StoredMessage",

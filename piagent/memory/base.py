@@ -56,33 +56,31 @@ class MemoryUnavailable(ApiError):
     status = 503
 
 
+@dataclass(frozen=True, slots=True)
+class NewExchange:
+    """A user message and the model's reply, kept together."""
+
+    user_text: str
+    reply_text: str
+    asked_at: float  # when the user message arrived (wall-clock seconds)
+    token_ratio: float | None = None  # newly learnt; None keeps the conversation's own
+
+
 class ConversationStore(Protocol):
     """Recent messages per conversation id, bounded, expiring, safe under concurrent use.
 
-    Messages are saved in pairs (a user message and its reply), so a conversation always
-    starts with a user message. A read through `recall` counts as use (it keeps the
-    conversation alive and recent); `transcript` only looks.
+    A request claims its conversation with `begin` and lets go with `end`, one call
+    each (one round trip, one transaction): while it holds the claim, no other request
+    can begin on that conversation. Messages are kept in pairs, so a conversation always
+    starts with a user message. `begin` counts as use (the conversation stays alive and
+    recent); `transcript` only looks.
     """
 
-    def hold(self, conversation_id: str, holder: str, hold_s: float) -> bool:
-        """Claim the conversation for one request; False while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation for `hold_s` and recall it; None while another holder has it."""
 
-    def release(self, conversation_id: str, holder: str) -> None:
-        """Let go of a claim; a claim that lapsed or passed to another holder is left alone."""
-
-    def recall(self, conversation_id: str) -> Recollection:
-        """The remembered messages, oldest first; empty when the conversation is unknown."""
-
-    def save_exchange(
-        self,
-        conversation_id: str,
-        user_text: str,
-        reply_text: str,
-        *,
-        asked_at: float,
-        token_ratio: float | None = None,
-    ) -> None:
-        """Remember a user message (received at `asked_at`) and the model's reply together."""
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim (unless it passed to another)."""
 
     def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
         """Every remembered message with its time; None when the conversation is unknown."""

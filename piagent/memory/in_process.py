@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .base import MemoryLimits, Message, Recollection, StoredMessage, clipped
+from .base import MemoryLimits, Message, NewExchange, Recollection, StoredMessage, clipped
 
 
 @dataclass(slots=True)
 class _Conversation:
-    messages: list[StoredMessage] = field(default_factory=list)
+    # The messages as one JSON string of [role, content, time] triples: one string per
+    # conversation takes half the RAM of an object per message, which counts when a
+    # Pi holds many thousands of conversations.
+    encoded: str = "[]"
     last_used: float = 0.0
     token_ratio: float | None = None
 
@@ -37,76 +41,45 @@ class InProcessStore:
         self._clock = clock  # idleness: immune to the wall clock being set
         self._wall_clock = wall_clock  # message times shown to people
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
-        self._holds: dict[str, tuple[str, float]] = {}
+        self._holds: dict[str, tuple[str, float]] = {}  # id -> (holder, until)
         # gevent patches threading, so this lock is cooperative under gunicorn's worker.
         self._lock = threading.Lock()
 
-    def hold(self, conversation_id: str, holder: str, hold_s: float) -> bool:
-        """Claim the conversation for one request; False while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation and recall it; None while another holder has it."""
         with self._lock:
             now = self._clock()
             current = self._holds.get(conversation_id)
             if current is not None and current[1] > now:
-                return False
+                return None
             self._holds[conversation_id] = (holder, now + hold_s)
-            return True
-
-    def release(self, conversation_id: str, holder: str) -> None:
-        """Let go of a claim; a claim that lapsed or passed to another holder is left alone."""
-        with self._lock:
-            current = self._holds.get(conversation_id)
-            if current is not None and current[0] == holder:
-                del self._holds[conversation_id]
-
-    def recall(self, conversation_id: str) -> Recollection:
-        """The remembered messages, oldest first; a read counts as use."""
-        with self._lock:
-            now = self._clock()
             self._expire(now)
             conversation = self._conversations.get(conversation_id)
             if conversation is None:
                 return Recollection([])
             self._touch(conversation_id, conversation, now)
-            messages = [Message(m.role, m.content) for m in conversation.messages]
-            return Recollection(messages, conversation.token_ratio)
+            encoded, ratio = conversation.encoded, conversation.token_ratio
+        messages = [Message(role, content) for role, content, _ in json.loads(encoded)]
+        return Recollection(messages, ratio)
 
-    def save_exchange(
-        self,
-        conversation_id: str,
-        user_text: str,
-        reply_text: str,
-        *,
-        asked_at: float,
-        token_ratio: float | None = None,
-    ) -> None:
-        """Remember a user message and the model's reply together."""
-        user_text, reply_text = clipped((user_text, reply_text), self._limits)
-        answered_at = self._wall_clock()
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim."""
         with self._lock:
-            now = self._clock()
-            self._expire(now)
-            conversation = self._conversations.get(conversation_id) or _Conversation()
-            messages = conversation.messages
-            messages += (
-                StoredMessage("user", user_text, asked_at),
-                StoredMessage("assistant", reply_text, answered_at),
-            )
-            del messages[: max(0, len(messages) - self._limits.kept_messages)]
-            if not messages:  # MEMORY_MAX_TURNS below 2 keeps nothing
-                self._conversations.pop(conversation_id, None)
-                return
-            if token_ratio is not None:
-                conversation.token_ratio = token_ratio
-            self._touch(conversation_id, conversation, now)
-            while len(self._conversations) > self._limits.max_conversations:
-                self._conversations.popitem(last=False)
+            if exchange is not None:
+                self._keep(conversation_id, exchange)
+            current = self._holds.get(conversation_id)
+            if current is not None and current[0] == holder:
+                del self._holds[conversation_id]
 
     def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
         """Every remembered message with its time; looking does not count as use."""
         with self._lock:
             self._expire(self._clock())
             conversation = self._conversations.get(conversation_id)
-            return None if conversation is None else list(conversation.messages)
+            if conversation is None:
+                return None
+            encoded = conversation.encoded
+        return [StoredMessage(*triple) for triple in json.loads(encoded)]
 
     def forget(self, conversation_id: str) -> bool:
         """Drop the conversation; False when it was unknown."""
@@ -122,6 +95,27 @@ class InProcessStore:
 
     def close(self) -> None:
         """Nothing to release: the conversations go with the process."""
+
+    def _keep(self, conversation_id: str, exchange: NewExchange) -> None:
+        user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+        now = self._clock()
+        self._expire(now)
+        conversation = self._conversations.get(conversation_id) or _Conversation()
+        messages = json.loads(conversation.encoded)
+        messages += (
+            ["user", user_text, exchange.asked_at],
+            ["assistant", reply_text, self._wall_clock()],
+        )
+        del messages[: max(0, len(messages) - self._limits.kept_messages)]
+        if not messages:  # MEMORY_MAX_TURNS below 2 keeps nothing
+            self._conversations.pop(conversation_id, None)
+            return
+        conversation.encoded = json.dumps(messages, ensure_ascii=False)
+        if exchange.token_ratio is not None:
+            conversation.token_ratio = exchange.token_ratio
+        self._touch(conversation_id, conversation, now)
+        while len(self._conversations) > self._limits.max_conversations:
+            self._conversations.popitem(last=False)
 
     def _touch(self, conversation_id: str, conversation: _Conversation, now: float) -> None:
         conversation.last_used = now

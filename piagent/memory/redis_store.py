@@ -18,7 +18,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .base import MemoryLimits, MemoryUnavailable, Message, Recollection, StoredMessage, clipped
+from .base import (
+    MemoryLimits,
+    MemoryUnavailable,
+    Message,
+    NewExchange,
+    Recollection,
+    StoredMessage,
+    clipped,
+)
 
 KEY_PREFIX = "piagent:"
 # Requests hold a connection only for one command, so a few serve a whole worker.
@@ -51,33 +59,45 @@ local function touch(messages, ratio, recent, id, ttl_ms)
 end
 """
 
-# KEYS: messages, ratio, recent. ARGV: id, ttl_ms.
-_RECALL = (
+# KEYS: hold, messages, ratio, recent. ARGV: id, holder, hold_ms, ttl_ms.
+# Returns nil while another holder has the conversation, else [messages, ratio] or [].
+_BEGIN = (
     _LUA_COMMON
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-touch(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
-return {redis.call('LRANGE', KEYS[1], 0, -1), redis.call('GET', KEYS[2])}
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then return false end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {} end
+touch(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[4]))
+return {redis.call('LRANGE', KEYS[2], 0, -1), redis.call('GET', KEYS[3])}
 """
 )
 
-# KEYS: messages, ratio, recent. ARGV: id, ttl_ms, kept messages, max conversations,
-# key prefix, token ratio ('' keeps the old one), user message, reply.
-# Pairs are pushed and an even number kept, so the list always starts with a user message.
-_SAVE = (
+# KEYS: hold, messages, ratio, recent. ARGV: id, holder, and, with an exchange to keep,
+# ttl_ms, kept messages, max conversations, key prefix, token ratio ('' keeps the old
+# one), user message, reply. Pairs are pushed and an even number kept, so the list
+# always starts with a user message.
+_END = (
     _LUA_COMMON
     + """
-redis.call('RPUSH', KEYS[1], ARGV[7], ARGV[8])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
-if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6]) end
-touch(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
-local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
-if excess > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess - 1)) do
-        redis.call('DEL', ARGV[5] .. 'messages:' .. old, ARGV[5] .. 'ratio:' .. old)
+if #ARGV > 2 then
+    local kept = tonumber(ARGV[4])
+    if kept == 0 then
+        redis.call('DEL', KEYS[2], KEYS[3])
+        redis.call('ZREM', KEYS[4], ARGV[1])
+    else
+        redis.call('RPUSH', KEYS[2], ARGV[8], ARGV[9])
+        redis.call('LTRIM', KEYS[2], -kept, -1)
+        if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7]) end
+        touch(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[3]))
+        local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
+        if excess > 0 then
+            for _, old in ipairs(redis.call('ZRANGE', KEYS[4], 0, excess - 1)) do
+                redis.call('DEL', ARGV[6] .. 'messages:' .. old, ARGV[6] .. 'ratio:' .. old)
+            end
+            redis.call('ZREMRANGEBYRANK', KEYS[4], 0, excess - 1)
+        end
     end
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, excess - 1)
 end
+if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
 """
 )
 
@@ -89,12 +109,6 @@ prune(KEYS[1], now_us(KEYS[1]), tonumber(ARGV[1]))
 return redis.call('ZCARD', KEYS[1])
 """
 )
-
-# KEYS: hold. ARGV: holder.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class RedisStore:
@@ -125,64 +139,43 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self._redis = redis.Redis(connection_pool=pool)
-        self._recall = self._redis.register_script(_RECALL)
-        self._save = self._redis.register_script(_SAVE)
+        self._begin = self._redis.register_script(_BEGIN)
+        self._end = self._redis.register_script(_END)
         self._count = self._redis.register_script(_COUNT)
-        self._release = self._redis.register_script(_RELEASE)
 
-    def hold(self, conversation_id: str, holder: str, hold_s: float) -> bool:
-        """Claim the conversation for one request; False while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation and recall it; None while another holder has it."""
+        hold_ms = max(1, round(hold_s * 1000))
         with self._errors_named():
-            key = self._key("hold", conversation_id)
-            return bool(self._redis.set(key, holder, nx=True, px=max(1, int(hold_s * 1000))))
-
-    def release(self, conversation_id: str, holder: str) -> None:
-        """Let go of a claim; a claim that lapsed or passed to another holder is left alone."""
-        with self._errors_named():
-            self._release(keys=[self._key("hold", conversation_id)], args=[holder])
-
-    def recall(self, conversation_id: str) -> Recollection:
-        """The remembered messages, oldest first; a read counts as use."""
-        with self._errors_named():
-            found = self._recall(
-                keys=self._keys(conversation_id), args=[conversation_id, self._ttl_ms()]
+            found = self._begin(
+                keys=self._keys(conversation_id),
+                args=[conversation_id, holder, hold_ms, self._ttl_ms()],
             )
         if found is None:
+            return None
+        if not found:
             return Recollection([])
         encoded, ratio = found
         messages = [Message(role, content) for role, content, _ in map(json.loads, encoded)]
         return Recollection(messages, None if ratio is None else float(ratio))
 
-    def save_exchange(
-        self,
-        conversation_id: str,
-        user_text: str,
-        reply_text: str,
-        *,
-        asked_at: float,
-        token_ratio: float | None = None,
-    ) -> None:
-        """Remember a user message and the model's reply together."""
-        if self._limits.kept_messages == 0:  # MEMORY_MAX_TURNS below 2 keeps nothing
-            self.forget(conversation_id)
-            return
-        user_text, reply_text = clipped((user_text, reply_text), self._limits)
-        user = json.dumps(["user", user_text, asked_at], ensure_ascii=False)
-        reply = json.dumps(["assistant", reply_text, self._wall_clock()], ensure_ascii=False)
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim."""
+        args: list[str | int] = [conversation_id, holder]
+        if exchange is not None:
+            user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+            ratio = exchange.token_ratio
+            args += [
+                self._ttl_ms(),
+                self._limits.kept_messages,
+                self._limits.max_conversations,
+                self._prefix,
+                "" if ratio is None else repr(ratio),
+                json.dumps(["user", user_text, exchange.asked_at], ensure_ascii=False),
+                json.dumps(["assistant", reply_text, self._wall_clock()], ensure_ascii=False),
+            ]
         with self._errors_named():
-            self._save(
-                keys=self._keys(conversation_id),
-                args=[
-                    conversation_id,
-                    self._ttl_ms(),
-                    self._limits.kept_messages,
-                    self._limits.max_conversations,
-                    self._prefix,
-                    "" if token_ratio is None else repr(token_ratio),
-                    user,
-                    reply,
-                ],
-            )
+            self._end(keys=self._keys(conversation_id), args=args)
 
     def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
         """Every remembered message with its time; looking does not count as use."""
@@ -192,7 +185,7 @@ class RedisStore:
 
     def forget(self, conversation_id: str) -> bool:
         """Drop the conversation; False when it was unknown."""
-        messages, ratio, recent = self._keys(conversation_id)
+        _, messages, ratio, recent = self._keys(conversation_id)
         with self._errors_named():
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(messages)
@@ -214,8 +207,9 @@ class RedisStore:
         return f"{self._prefix}{kind}:{conversation_id}"
 
     def _keys(self, conversation_id: str) -> list[str]:
-        """The keys the scripts touch: messages, token ratio, and the recency set."""
+        """The keys the scripts touch: hold, messages, token ratio, and the recency set."""
         return [
+            self._key("hold", conversation_id),
             self._key("messages", conversation_id),
             self._key("ratio", conversation_id),
             self._prefix + "recent",

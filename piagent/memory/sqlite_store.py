@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import MemoryLimits, MemoryUnavailable, Message, Recollection, StoredMessage, clipped
+from .base import (
+    MemoryLimits,
+    MemoryUnavailable,
+    Message,
+    NewExchange,
+    Recollection,
+    StoredMessage,
+    clipped,
+)
 
 # How long a worker waits for another one's write transaction before giving up.
 BUSY_TIMEOUT_S = 5.0
@@ -113,30 +121,15 @@ class SqliteStore:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
 
-    def hold(self, conversation_id: str, holder: str, hold_s: float) -> bool:
-        """Claim the conversation for one request; False while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation and recall it; None while another holder has it."""
         now = self._clock()
+        claim = {"id": conversation_id, "holder": holder, "until": now + hold_s, "now": now}
+        touch = {"id": conversation_id, "now": now, "oldest": self._oldest_alive(now)}
         with self._transaction() as db:
-            claimed = db.execute(
-                _HOLD, {"id": conversation_id, "holder": holder, "until": now + hold_s, "now": now}
-            )
-            return claimed.rowcount == 1
-
-    def release(self, conversation_id: str, holder: str) -> None:
-        """Let go of a claim; a claim that lapsed or passed to another holder is left alone."""
-        with self._transaction() as db:
-            db.execute(
-                "DELETE FROM holds WHERE conversation_id = ? AND holder = ?",
-                (conversation_id, holder),
-            )
-
-    def recall(self, conversation_id: str) -> Recollection:
-        """The remembered messages, oldest first; a read counts as use."""
-        now = self._clock()
-        with self._transaction() as db:
-            touched = db.execute(
-                _TOUCH, {"id": conversation_id, "now": now, "oldest": self._oldest_alive(now)}
-            ).fetchone()
+            if db.execute(_HOLD, claim).rowcount != 1:
+                return None
+            touched = db.execute(_TOUCH, touch).fetchone()
             if touched is None:
                 return Recollection([])
             rows = db.execute(
@@ -145,44 +138,15 @@ class SqliteStore:
             )
             return Recollection([Message(role, content) for role, content in rows], touched[0])
 
-    def save_exchange(
-        self,
-        conversation_id: str,
-        user_text: str,
-        reply_text: str,
-        *,
-        asked_at: float,
-        token_ratio: float | None = None,
-    ) -> None:
-        """Remember a user message and the model's reply together."""
-        user_text, reply_text = clipped((user_text, reply_text), self._limits)
-        kept = self._limits.kept_messages
-        now = self._clock()
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim."""
         with self._transaction() as db:
-            self._expire(db, now)
-            if kept == 0:  # MEMORY_MAX_TURNS below 2 keeps nothing
-                db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-                return
+            if exchange is not None:
+                self._keep(db, conversation_id, exchange)
             db.execute(
-                _SAVE_CONVERSATION, {"id": conversation_id, "now": now, "ratio": token_ratio}
+                "DELETE FROM holds WHERE conversation_id = ? AND holder = ?",
+                (conversation_id, holder),
             )
-            (last,) = db.execute(
-                "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
-                (conversation_id,),
-            ).fetchone()
-            db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, content, at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (conversation_id, last + 1, "user", user_text, asked_at),
-                    (conversation_id, last + 2, "assistant", reply_text, now),
-                ],
-            )
-            db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
-                (conversation_id, last + 2 - kept),
-            )
-            db.execute(_DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
 
     def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
         """Every remembered message with its time; looking does not count as use."""
@@ -214,6 +178,33 @@ class SqliteStore:
         """Close the file."""
         with self._lock:
             self._db.close()
+
+    def _keep(self, db: sqlite3.Connection, conversation_id: str, exchange: NewExchange) -> None:
+        user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+        kept = self._limits.kept_messages
+        now = self._clock()
+        self._expire(db, now)
+        if kept == 0:  # MEMORY_MAX_TURNS below 2 keeps nothing
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return
+        saved = {"id": conversation_id, "now": now, "ratio": exchange.token_ratio}
+        db.execute(_SAVE_CONVERSATION, saved)
+        (last,) = db.execute(
+            "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
+            (conversation_id,),
+        ).fetchone()
+        db.executemany(
+            "INSERT INTO messages (conversation_id, seq, role, content, at) VALUES (?, ?, ?, ?, ?)",
+            [
+                (conversation_id, last + 1, "user", user_text, exchange.asked_at),
+                (conversation_id, last + 2, "assistant", reply_text, now),
+            ],
+        )
+        db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
+            (conversation_id, last + 2 - kept),
+        )
+        db.execute(_DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
 
     def _oldest_alive(self, now: float) -> float:
         """The earliest last use of a conversation that has not expired."""

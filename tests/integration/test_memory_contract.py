@@ -9,7 +9,15 @@ import uuid
 import pytest
 import redis
 
-from piagent.memory import InProcessStore, MemoryLimits, Message, SqliteStore, StoredMessage
+from piagent.memory import (
+    InProcessStore,
+    MemoryLimits,
+    Message,
+    NewExchange,
+    Recollection,
+    SqliteStore,
+    StoredMessage,
+)
 from piagent.memory.redis_store import RedisStore
 from tests.servers import wait_until
 
@@ -62,14 +70,23 @@ def on(*backends):
     return pytest.mark.parametrize("open_store", backends, indirect=True)
 
 
-def save(store, conversation_id, user="q", reply="a", **kwargs):
-    store.save_exchange(
-        conversation_id, user, reply, asked_at=kwargs.pop("asked_at", 1.0), **kwargs
-    )
+def save(store, conversation_id, user="q", reply="a", *, asked_at=1.0, token_ratio=None):
+    """One request's turn: claim the conversation, then keep an exchange and let go."""
+    holder = uuid.uuid4().hex
+    assert store.begin(conversation_id, holder, 30) is not None
+    store.end(conversation_id, holder, NewExchange(user, reply, asked_at, token_ratio))
+
+
+def recall(store, conversation_id) -> Recollection:
+    """One request's turn that kept nothing: what the conversation brought to it."""
+    holder = uuid.uuid4().hex
+    recollection = store.begin(conversation_id, holder, 30)
+    store.end(conversation_id, holder)
+    return recollection
 
 
 def contents(store, conversation_id) -> list[str]:
-    return [m.content for m in store.recall(conversation_id).messages]
+    return [m.content for m in recall(store, conversation_id).messages]
 
 
 # --- remembering ------------------------------------------------------------------------
@@ -78,8 +95,7 @@ def contents(store, conversation_id) -> list[str]:
 @on(*BACKENDS)
 def test_unknown_conversation_is_empty_everywhere(open_store):
     store = open_store()
-    assert store.recall("nobody").messages == []
-    assert store.recall("nobody").token_ratio is None
+    assert recall(store, "nobody") == Recollection([])
     assert store.transcript("nobody") is None
     assert store.forget("nobody") is False
     assert len(store) == 0
@@ -92,7 +108,7 @@ def test_exchange_is_remembered_oldest_first_with_its_times(open_store, clock):
     save(store, "c", "q1", "a1", asked_at=1_750_000_001.25)
     clock.now = 1_750_000_020.5
     save(store, "c", "q2", "a2", asked_at=1_750_000_015.0)
-    assert store.recall("c").messages == [
+    assert recall(store, "c").messages == [
         Message("user", "q1"),
         Message("assistant", "a1"),
         Message("user", "q2"),
@@ -150,9 +166,9 @@ def test_token_ratio_is_kept_until_a_new_one_is_learnt(open_store):
     store = open_store()
     save(store, "c", token_ratio=0.75)
     save(store, "c", token_ratio=None)
-    assert store.recall("c").token_ratio == 0.75
+    assert recall(store, "c").token_ratio == 0.75
     save(store, "c", token_ratio=1.25)
-    assert store.recall("c").token_ratio == 1.25
+    assert recall(store, "c").token_ratio == 1.25
 
 
 @on(*BACKENDS)
@@ -185,7 +201,7 @@ def test_least_recently_used_is_dropped_past_the_cap(open_store):
     store = open_store(max_conversations=2)
     save(store, "a")
     save(store, "b")
-    store.recall("a")  # a is now more recent than b
+    recall(store, "a")  # a is now more recent than b
     save(store, "c")
     assert len(store) == 2
     assert store.transcript("b") is None
@@ -232,7 +248,7 @@ def test_every_idle_conversation_expires_not_only_the_one_read(open_store, clock
     for cid in ("a", "b", "c"):
         save(store, cid)
     clock.now += 30
-    store.recall("c")  # c used again, a and b idle
+    recall(store, "c")  # c used again, a and b idle
     clock.now += 31
     assert len(store) == 1
     assert contents(store, "c") != []
@@ -257,37 +273,39 @@ def test_expired_conversation_cannot_be_forgotten_again(open_store, clock):
 @on(*CLOCKED)
 def test_lapsed_hold_can_be_taken_over(open_store, clock):
     store = open_store()
-    assert store.hold("c", "first", 10)
+    assert store.begin("c", "first", 10) is not None
     clock.now += 10.5
-    assert store.hold("c", "second", 10)
-    store.release("c", "first")  # the first request ending late must not free it
-    assert not store.hold("c", "third", 10)
+    assert store.begin("c", "second", 10) is not None
+    store.end("c", "first")  # the first request ending late must not free it
+    assert store.begin("c", "third", 10) is None
 
 
 # --- holds: one request at a time per conversation ---------------------------------------
 
 
 @on(*BACKENDS)
-def test_hold_admits_one_holder_at_a_time(open_store):
+def test_one_request_at_a_time_holds_a_conversation(open_store):
     store = open_store()
-    assert store.hold("c", "first", 30)
-    assert not store.hold("c", "second", 30)
-    assert store.hold("other", "second", 30)
-    store.release("c", "second")  # not its hold
-    assert not store.hold("c", "second", 30)
-    store.release("c", "first")
-    assert store.hold("c", "second", 30)
+    save(store, "c")
+    remembered = Recollection([Message("user", "q"), Message("assistant", "a")])
+    assert store.begin("c", "first", 30) == remembered
+    assert store.begin("c", "second", 30) is None
+    assert store.begin("other", "second", 30) == Recollection([])
+    store.end("c", "second")  # not its hold
+    assert store.begin("c", "second", 30) is None
+    store.end("c", "first")
+    assert store.begin("c", "second", 30) == remembered
 
 
 @on(*BACKENDS)
-def test_threads_racing_for_a_hold_let_exactly_one_in(open_store):
+def test_threads_racing_for_a_conversation_let_exactly_one_in(open_store):
     store = open_store()
     start = threading.Barrier(8)
     winners: list[int] = []
 
     def claim(n: int) -> None:
         start.wait()
-        if store.hold("contended", f"holder-{n}", 30):
+        if store.begin("contended", f"holder-{n}", 30) is not None:
             winners.append(n)
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
@@ -302,15 +320,16 @@ def test_threads_racing_for_a_hold_let_exactly_one_in(open_store):
 
 
 @on(*BACKENDS)
-def test_threads_hammering_one_conversation_keep_exchanges_whole(open_store):
+def test_threads_taking_turns_on_one_conversation_keep_every_exchange_whole(open_store):
     store = open_store(max_messages=1000, max_conversations=10)
     start = threading.Barrier(8)
 
     def worker(n: int) -> None:
         start.wait()
         for i in range(25):
-            save(store, "shared", f"q{n}-{i}", f"a{n}-{i}")
-            store.recall("shared")
+            holder = f"{n}-{i}"
+            wait_until(lambda: store.begin("shared", holder, 30), 10, interval=0.001)  # noqa: B023
+            store.end("shared", holder, NewExchange(f"q{n}-{i}", f"a{n}-{i}", 1.0))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for thread in threads:
@@ -318,7 +337,7 @@ def test_threads_hammering_one_conversation_keep_exchanges_whole(open_store):
     for thread in threads:
         thread.join()
 
-    history = store.recall("shared").messages
+    history = recall(store, "shared").messages
     assert len(history) == 400
     for user, reply in zip(history[::2], history[1::2], strict=True):
         assert user.role == "user" and reply.role == "assistant"
@@ -353,8 +372,8 @@ def test_a_second_store_on_the_same_backend_sees_and_holds_the_same(open_store):
     save(first, "c", "q1", "a1")
     save(second, "c", "q2", "a2")
     assert contents(first, "c") == ["q1", "a1", "q2", "a2"]
-    assert first.hold("c", "one", 30)
-    assert not second.hold("c", "two", 30)
+    assert first.begin("c", "one", 30) is not None
+    assert second.begin("c", "two", 30) is None
 
 
 @on("sqlite")
@@ -364,7 +383,7 @@ def test_sqlite_file_keeps_conversations_after_closing(open_store, tmp_path):
     store.close()
     reopened = open_store()
     assert contents(reopened, "c") == ["q1", "a1"]
-    assert reopened.recall("c").token_ratio == 0.8
+    assert recall(reopened, "c").token_ratio == 0.8
     with sqlite3.connect(tmp_path / "memory.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -374,7 +393,7 @@ def test_sqlite_rows_stay_bounded_under_a_flood(open_store, tmp_path, clock):
     store = open_store(max_conversations=10, ttl_s=60)
     for i in range(100):
         save(store, f"flood-{i}")
-        store.hold(f"flood-{i}", "gone-without-release", 5)
+        store.begin(f"flood-{i}", "crashed-before-its-end", 5)
         clock.now += 1
     with sqlite3.connect(tmp_path / "memory.sqlite3") as db:
         counts = [
@@ -402,7 +421,7 @@ def test_redis_forgets_an_idle_conversation_by_key_expiry(open_store):
     save(store, "c", token_ratio=0.9)
     assert len(redis_keys(open_store)) == 3  # messages, ratio, recency set
     wait_until(lambda: store.transcript("c") is None, 5, what="the conversation to expire")
-    assert store.recall("c").messages == []
+    assert recall(store, "c").messages == []
     wait_until(lambda: len(redis_keys(open_store)) <= 1, 5, what="its keys to expire")
 
 
@@ -413,7 +432,7 @@ def test_redis_expiry_spares_a_conversation_in_use(open_store):
         save(store, cid)
 
     def a_and_b_gone_while_c_is_used() -> bool:
-        assert store.recall("c").messages != []
+        assert recall(store, "c").messages != []
         return store.transcript("a") is None and store.transcript("b") is None
 
     wait_until(a_and_b_gone_while_c_is_used, 5, what="a and b to expire")
@@ -433,5 +452,5 @@ def test_redis_keys_stay_bounded_under_a_flood(open_store):
 @on("redis")
 def test_redis_hold_lapses_by_itself(open_store):
     store = open_store()
-    assert store.hold("c", "crashed", 0.2)
-    wait_until(lambda: store.hold("c", "next", 30), 5, what="the hold to lapse")
+    assert store.begin("c", "crashed", 0.2) is not None
+    wait_until(lambda: store.begin("c", "next", 30), 5, what="the hold to lapse")
