@@ -178,6 +178,7 @@ import json, os, sys
 from gevent import monkey
 monkey.patch_all()  # as in a gunicorn gevent worker
 from piagent import create_app
+from piagent.memory import NewExchange
 from piagent.settings import Settings
 
 def rss_mb():
@@ -191,9 +192,10 @@ store = app.extensions["piagent"].memory
 before = rss_mb()
 for c in range(count):
     cid = f"{c:08d}-4c1f-4a8e-9d7b-1f2e3d4c5b6a"  # as long as a uuid4
-    for turn in range(4):
-        store.save_exchange(cid, f"short question {turn} here", f"a short answer, number {turn}",
-                            asked_at=1.0e9 + turn)
+    for turn in range(4):  # as /chat does it: claim and recall, then keep and let go
+        store.begin(cid, "bench", 60)
+        exchange = NewExchange(f"short question {turn} here", f"a short answer, number {turn}", 1e9)
+        store.end(cid, "bench", exchange)
 print(json.dumps({"before": before, "after": rss_mb(), "kept": len(store)}))
 """
 
