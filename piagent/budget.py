@@ -18,9 +18,9 @@ from .errors import InvalidRequest
 from .memory import Message
 
 # English runs at four or more bytes of UTF-8 a token and most other text at three or
-# more (a CJK character is three bytes and usually a token or more of its own), so three
-# bytes a token overestimates. Digits are the exception: tokenizers such as Qwen's and
-# Llama 3's split numbers into single digits or short groups, so a digit counts whole.
+# more (a CJK character is three bytes and rarely more than one token), so three bytes a
+# token overestimates. Digits are the exception: tokenizers such as Qwen's and Llama 3's
+# split numbers into single digits or short groups, so a digit counts as a whole token.
 _BYTES_PER_TOKEN = 3
 _DIGITS = "0123456789"
 _TOKENS_PER_MESSAGE = 4  # the role markers a chat template wraps around each message
