@@ -7,6 +7,7 @@ library before piagent (and requests) are imported in the worker.
 import glob
 import os
 import shutil
+import sys
 import tempfile
 
 from dotenv import dotenv_values
@@ -17,9 +18,20 @@ _OWN_METRICS_PREFIX = "piagent-metrics-"
 # Socket: loopback by default; nginx in front is the public face.
 bind = _env.get("BIND") or "127.0.0.1:8000"
 
-# Workers: one by default, because conversation memory lives in the worker's RAM
-# and a second worker would not see the first one's conversations.
+# Workers: one by default. With MEMORY_BACKEND=memory conversations live in the
+# worker's RAM, where a second worker would not see them, so it stays at one; the
+# sqlite and redis backends are shared, and any number of workers may use them.
 workers = int(_env.get("WEB_CONCURRENCY") or 1)
+_memory_on = (_env.get("ENABLE_MEMORY") or "true").lower() not in ("0", "false", "no", "n")
+if workers > 1 and _memory_on and (_env.get("MEMORY_BACKEND") or "memory") == "memory":
+    print(
+        f"piagent: running 1 worker, not WEB_CONCURRENCY={workers}: with MEMORY_BACKEND=memory "
+        "each worker would keep its own conversations; set MEMORY_BACKEND=sqlite (or redis) "
+        "to share them between workers",
+        file=sys.stderr,
+        flush=True,
+    )
+    workers = 1
 worker_class = "gevent"
 # Concurrent connections per worker; each open stream holds one.
 worker_connections = int(_env.get("WORKER_CONNECTIONS") or 1000)

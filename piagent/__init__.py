@@ -8,11 +8,11 @@ from flask import Flask
 
 from .admission import AdmissionGate
 from .agents import load_agents
-from .api import agents, chat, health, metrics, ready, v1
+from .api import agents, chat, conversations, health, metrics, ready, v1
 from .auth import install_api_keys, load_api_keys
 from .errors import register_error_handlers
 from .logs import configure_logging
-from .memory import ConversationStore
+from .memory.factory import open_store
 from .metrics import Metrics
 from .providers.base import GenerationOptions, Provider, Timeouts
 from .providers.ollama import OllamaProvider
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             settings.prompts_dir, model=settings.default_model, options=defaults
         )
         api_keys = load_api_keys(settings)
+        memory = open_store(settings, max(a.options.max_tokens for a in agent_table.values()))
     except ConfigError as exc:
         print(f"piagent: cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         settings=settings,
         agents=agent_table,
         provider=provider,
-        memory=_build_memory(settings),
+        memory=memory,
         metrics=app_metrics,
         admission=AdmissionGate(
             slots=settings.max_concurrent_generations,
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     install_request_log(app, state.metrics, log_content=settings.log_content)
     if api_keys is not None:
         install_api_keys(app, api_keys)
-    for module in (health, ready, agents, chat, v1, metrics):
+    for module in (health, ready, agents, chat, conversations, v1, metrics):
         app.register_blueprint(module.bp)
     if settings.warmup:
         start_warmup(provider, state.models)
@@ -89,13 +90,3 @@ def _build_provider(settings: Settings) -> Provider:
         api_key = key.get_secret_value() if key else None
         return OpenAIProvider(settings.openai_base_url, timeouts, api_key=api_key)
     return OllamaProvider(settings.ollama_host, timeouts, keep_alive=settings.ollama_keep_alive)
-
-
-def _build_memory(settings: Settings) -> ConversationStore | None:
-    if not settings.enable_memory:
-        return None
-    return ConversationStore(
-        max_messages=settings.memory_max_turns,
-        ttl_s=settings.memory_ttl_min * 60,
-        max_conversations=settings.memory_max_conversations,
-    )

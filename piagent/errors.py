@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
+from pydantic import ValidationError
 from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
@@ -35,6 +36,12 @@ class InvalidRequest(ApiError):
     """The body is not JSON, has wrong types or breaks a rule (detail: a list per field)."""
 
     status = 422
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, where: str) -> InvalidRequest:
+        """One entry per broken rule, located in `where` ("body", "path")."""
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return cls([{**error, "loc": [where, *error["loc"]]} for error in errors])
 
 
 class UnknownAgent(ApiError):

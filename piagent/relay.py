@@ -11,7 +11,7 @@ from itertools import chain
 from typing import Any
 
 from .disconnect import ClientGone, DisconnectWatch
-from .errors import StreamInterrupted, UpstreamError
+from .errors import ApiError, StreamInterrupted, UpstreamError
 from .providers.base import ChatStats, ChatStream
 from .stream_formats import SSE_HEARTBEAT, StreamFormat
 
@@ -20,13 +20,19 @@ log = logging.getLogger("piagent")
 OpenUpstream = Callable[[], ChatStream]
 
 
+def keep_nothing(reply: str | None, stats: ChatStats | None) -> None:
+    """The end of a request that has no conversation to keep its reply in."""
+
+
 @dataclass(frozen=True)
 class Exchange:
-    """One request's identity, and how to remember its reply."""
+    """One request's identity, and how to end its turn in the conversation."""
 
     conversation_id: str
     model: str
-    remember: Callable[[str], None] | None  # None when memory is off
+    # Called with the reply to keep (None: keep nothing) once the outcome is known, and
+    # before the client can see the end: it frees the conversation for the next message.
+    finish: Callable[[str | None, ChatStats | None], None] = keep_nothing
 
 
 @dataclass
@@ -41,15 +47,14 @@ class _Started:
 def collect_reply(
     open_upstream: OpenUpstream, watch: DisconnectWatch, exchange: Exchange
 ) -> tuple[str, ChatStats | None]:
-    """Read a whole reply and remember it when there is text."""
+    """Read a whole reply and end the turn with it."""
     with watch.guard():
         upstream = open_upstream()
         try:
             reply = "".join(upstream)
         finally:
             upstream.close()
-    if exchange.remember and reply:
-        exchange.remember(reply)
+    exchange.finish(reply, upstream.stats)
     return reply, upstream.stats
 
 
@@ -137,10 +142,12 @@ def _relay_after_heartbeats(
         return
     except UpstreamError as exc:
         log.warning("stream %s failed before its first token: %s", exchange.conversation_id, exc)
+        exchange.finish(None, None)
         yield fmt.event({"type": "error", "detail": exc.detail})
         return
     finally:
         if started is None:
+            exchange.finish(None, None)
             waiter.abandon()
             watch.close()
     yield from _relay(started, watch, fmt, exchange)
@@ -154,9 +161,9 @@ def _relay(
     The server asks for the next item only after writing the last, so a fragment
     counts as delivered once its yield returns. A client that leaves (ClientGone
     while we wait on the model, or GeneratorExit at a yield) keeps what it saw in
-    memory. An upstream failure keeps nothing: plain text escapes with an error so
-    the server drops the connection without the final chunk; SSE and NDJSON end
-    with an `error` event.
+    memory. An upstream failure, or a memory that cannot keep the reply, keeps
+    nothing: plain text escapes with an error so the server drops the connection
+    without the final chunk; SSE and NDJSON end with an `error` event.
     """
     upstream = started.upstream
     head = [] if started.first is None else [started.first]
@@ -166,12 +173,14 @@ def _relay(
         for fragment in chain(head, _guarded(started.fragments, watch)):
             yield fmt.delta(fragment)
             delivered.append(fragment)
+        exchange.finish("".join(delivered), upstream.stats)
         if fmt.structured:
             yield fmt.event(_done_event(upstream, exchange))
     except ClientGone:
         log.info("stream %s: client left, upstream closed", exchange.conversation_id)
-    except UpstreamError as exc:
+    except ApiError as exc:
         failed = True
+        exchange.finish(None, None)
         log.warning("stream %s cut short after it started: %s", exchange.conversation_id, exc)
         if not fmt.structured:
             raise StreamInterrupted(exc.detail) from None
@@ -181,9 +190,8 @@ def _relay(
         raise
     finally:
         try:
-            # Remember before closing: whoever sees the upstream close may ask again at once.
-            if exchange.remember and delivered and not failed:
-                exchange.remember("".join(delivered))
+            # End the turn before closing: whoever sees the upstream close may ask again at once.
+            exchange.finish(None if failed else "".join(delivered), upstream.stats)
         finally:
             upstream.close()
             watch.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .agents import DEFAULT_AGENT
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MESSAGE_MAX_CHARS = 4000
 
 
 class ChatRequest(BaseModel):
@@ -15,7 +18,7 @@ class ChatRequest(BaseModel):
     # strict: JSON types only, so "stream": "yes" is an error rather than True.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    message: str = Field(min_length=1, max_length=4000)
+    message: str = Field(min_length=1, max_length=MESSAGE_MAX_CHARS)
     agent: str = DEFAULT_AGENT
     stream: bool = False
     conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID_PATTERN)
@@ -37,3 +40,24 @@ class ChatReply(BaseModel):
     provider: str
     usage: dict[str, int | None] | None = None
     done_reason: str | None = None
+
+
+class ConversationPath(BaseModel):
+    """The conversation id in /conversations/<id>."""
+
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+
+
+class TranscriptMessage(BaseModel):
+    """One remembered message and when it was written (UTC)."""
+
+    role: str
+    content: str
+    timestamp: datetime
+
+
+class Transcript(BaseModel):
+    """The body of GET /conversations/<id>."""
+
+    conversation_id: str
+    messages: list[TranscriptMessage]

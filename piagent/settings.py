@@ -48,6 +48,11 @@ class Settings(BaseModel):
     memory_max_turns: int = Field(8, ge=0)
     memory_ttl_min: float = Field(60, ge=0)
     memory_max_conversations: int = Field(500, ge=1)
+    # Where conversations live: this process's RAM, a SQLite file shared by the workers
+    # of one machine, or a Redis server shared by several machines.
+    memory_backend: Literal["memory", "sqlite", "redis"] = "memory"
+    memory_path: Path = PROJECT_ROOT / "var" / "memory.sqlite3"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://\S+$")
 
     # Upstream timeouts: connecting, a whole non-stream reply, a stream's first token
     # (a cold model load plus prompt evaluation on a Pi), silence within a stream, and

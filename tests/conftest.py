@@ -9,6 +9,7 @@ import pytest
 from piagent import create_app
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama
+from tests.redis_server import redis_server
 
 MODEL = "qwen2.5:3b-instruct"
 
@@ -39,3 +40,10 @@ def app(make_settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server for the whole run; each user picks its own keys or flushes."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

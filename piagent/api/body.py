@@ -19,7 +19,4 @@ def parse_body(model: type[Body]) -> Body:
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise InvalidRequest(
-            [{**error, "loc": ["body", *error["loc"]]} for error in errors]
-        ) from None
+        raise InvalidRequest.from_validation(exc, "body") from None

@@ -7,12 +7,11 @@ from functools import partial
 
 from flask import Blueprint, Response, request
 
-from ..agents import find_agent
+from ..agents import Agent, find_agent
 from ..auth import conversation_key
+from ..conversation import Turn, hold_seconds
 from ..disconnect import DisconnectWatch
-from ..memory import Message
 from ..model_call import admit_and_observe
-from ..providers.base import ChatStream
 from ..relay import Exchange, collect_reply, stream_reply
 from ..schemas import ChatReply, ChatRequest
 from ..state import get_state
@@ -31,23 +30,24 @@ def chat() -> Response:
     agent = find_agent(state.agents, body.agent)
 
     conversation_id = body.conversation_id or str(uuid.uuid4())
-    memory, memory_key = state.memory, conversation_key(conversation_id)
     current_trace().chat(agent, conversation_id, body.message)
+    hold_s = hold_seconds(state.settings, stream=body.stream)
+    # Stored under the caller's API key, so another key never sees this conversation.
+    turn = Turn(state.memory, conversation_key(conversation_id), body.message, hold_s=hold_s)
+    try:
+        return _answer(body, agent, turn, conversation_id)
+    except BaseException:
+        turn.abandon()
+        raise
 
-    def open_chat() -> ChatStream:
-        # Memory is read once admitted, so a queued request sees the turn saved before it.
-        history = memory.history(memory_key) if memory is not None else []
-        messages = [Message("system", agent.system_prompt), *history, Message("user", body.message)]
-        return state.provider.open_chat(messages, agent.model, agent.options, stream=body.stream)
 
-    exchange = Exchange(
-        conversation_id=conversation_id,
-        model=agent.model,
-        remember=partial(memory.save_exchange, memory_key, body.message)
-        if memory is not None
-        else None,
+def _answer(body: ChatRequest, agent: Agent, turn: Turn, conversation_id: str) -> Response:
+    state = get_state()
+    messages = turn.prompt(agent.system_prompt, agent.options)
+    exchange = Exchange(conversation_id=conversation_id, model=agent.model, finish=turn.finish)
+    open_upstream = admit_and_observe(
+        partial(state.provider.open_chat, messages, agent.model, agent.options, stream=body.stream)
     )
-    open_upstream = admit_and_observe(open_chat)
     headers = {"X-Conversation-Id": conversation_id}
     watch = DisconnectWatch(request.environ)
 
@@ -60,7 +60,10 @@ def chat() -> Response:
         except BaseException:
             watch.close()
             raise
-        return Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
+        response = Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
+        # A body the server never starts reading never reaches the relay's own ending.
+        response.call_on_close(turn.abandon)
+        return response
 
     try:
         reply, stats = collect_reply(open_upstream, watch, exchange)

@@ -60,7 +60,7 @@ def chat_completions() -> Response:
     messages = trim_to_budget(messages, options.ctx_tokens - options.max_tokens)
 
     completion = Completion(model=agent.name)
-    exchange = Exchange(conversation_id=completion.id, model=agent.model, remember=None)
+    exchange = Exchange(conversation_id=completion.id, model=agent.model)
     current_trace().chat(agent, None, messages[-1].content)
     open_upstream = admit_and_observe(
         partial(state.provider.open_chat, messages, agent.model, options, stream=body.stream)

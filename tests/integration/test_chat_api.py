@@ -186,7 +186,9 @@ def test_bad_input_is_422_naming_the_field_and_never_reaches_ollama(client, fake
     assert fake.requests == []
 
 
-def test_message_of_4000_emoji_fits_the_body_limit(client, fake):
+def test_message_of_4000_emoji_fits_the_body_limit(make_settings, fake):
+    # A context large enough for the message: this is about the body limit alone.
+    client = create_app(make_settings(ctx_tokens=32768)).test_client()
     body = json.dumps({"message": "😀" * 4000}).encode()  # ascii-escaped: 48 kB
     assert post_raw(client, body).status_code == 200
 

@@ -124,7 +124,7 @@ def test_stream_ending_without_done_but_with_a_finish_reason_is_whole(client, up
     upstream.behave(tokens=["a", "b"], send_done=False)
     response = chat(client, stream=True, conversation_id="nd")
     assert response.get_data(as_text=True) == "ab"
-    assert len(client.application.extensions["piagent"].memory.history("nd")) == 2
+    assert len(client.application.extensions["piagent"].memory.transcript("nd")) == 2
 
 
 # --- failures before the response starts: a real status, and words to act on ---------
@@ -208,7 +208,7 @@ def test_broken_stream_before_any_text_is_502(client, upstream, behaviour, words
     response = chat(client, stream=True, conversation_id="b")
     assert response.status_code == 502
     assert words in detail_of(response)
-    assert client.application.extensions["piagent"].memory.history("b") == []
+    assert client.application.extensions["piagent"].memory.transcript("b") is None
 
 
 # --- failures after the response started, and the client leaving, on a real socket ----
@@ -241,7 +241,7 @@ def test_failure_after_start_ends_the_stream_unfinished_and_saves_nothing(
     assert response.status == 200
     assert response.chunks == [t.encode() for t in TOKENS[:3]]
     assert not response.complete
-    assert app.extensions["piagent"].memory.history(conversation_id) == []
+    assert app.extensions["piagent"].memory.transcript(conversation_id) is None
 
 
 def test_stream_closes_upstream_when_client_disconnects(app, served, upstream):
@@ -253,7 +253,7 @@ def test_stream_closes_upstream_when_client_disconnects(app, served, upstream):
     assert upstream.last.finished.wait(5)
     assert upstream.last.outcome == "client_closed"
     assert upstream.last.tokens_sent < len(TOKENS)
-    remembered = app.extensions["piagent"].memory.history(conversation_id)
+    remembered = app.extensions["piagent"].memory.transcript(conversation_id)
     assert remembered[1].content.startswith(seen.body.decode())
 
 

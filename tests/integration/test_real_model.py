@@ -71,7 +71,7 @@ def test_stream_fragments_join_to_what_memory_stored_and_the_next_turn_sees_it(a
     assert text.strip()
 
     memory = app.extensions["piagent"].memory
-    assert [(m.role, m.content) for m in memory.history(conversation_id)] == [
+    assert [(m.role, m.content) for m in memory.transcript(conversation_id)] == [
         ("user", "Say hello."),
         ("assistant", text),
     ]
@@ -80,7 +80,7 @@ def test_stream_fragments_join_to_what_memory_stored_and_the_next_turn_sees_it(a
     second = chat(served, message="And goodbye?", conversation_id=conversation_id)
     assert second["reply"].strip()
     assert second["usage"]["prompt_tokens"] > first_alone  # the first turn went along
-    assert len(memory.history(conversation_id)) == 4
+    assert len(memory.transcript(conversation_id)) == 4
 
 
 def test_openai_sdk_streams_from_the_real_model_through_piagent(served):

@@ -1,5 +1,113 @@
-from piagent.budget import estimate_tokens, trim_to_budget
+import pytest
+
+from piagent.budget import (
+    RATIO_CEILING,
+    MessageTooLong,
+    estimate_tokens,
+    fit_prompt,
+    learned_ratio,
+    trim_to_budget,
+)
 from piagent.memory import Message
+
+SYSTEM = Message("system", "s" * 30)  # 4 + 10 tokens
+NEW = Message("user", "n" * 30)  # 4 + 10 tokens
+
+
+def history(exchanges: int, size: int = 30) -> list[Message]:
+    messages = []
+    for i in range(exchanges):
+        letter = chr(ord("a") + i)
+        messages += [Message("user", letter * size), Message("assistant", "r" * size)]
+    return messages
+
+
+def test_estimate_counts_three_bytes_a_token_plus_the_role_markers():
+    assert estimate_tokens(Message("user", "")) == 4
+    assert estimate_tokens(Message("user", "abc")) == 5
+    assert estimate_tokens(Message("user", "abcd")) == 6
+
+
+def test_estimate_counts_every_digit_as_a_token():
+    assert estimate_tokens(Message("user", "1234567890")) == 4 + 10
+
+
+def test_estimate_of_multibyte_text_counts_bytes_not_characters():
+    assert estimate_tokens(Message("user", "中文字")) == 4 + 3  # nine bytes
+    assert estimate_tokens(Message("user", "😀" * 3)) == 4 + 4  # twelve bytes
+
+
+def test_everything_is_sent_when_it_fits():
+    fitted = fit_prompt(SYSTEM, history(3), NEW, ctx_tokens=2048, max_tokens=200, token_ratio=None)
+    assert fitted.messages == [SYSTEM, *history(3), NEW]
+    assert fitted.estimate == 8 + 14 + 14 + 6 * 14
+
+
+def test_oldest_whole_exchanges_go_first_and_the_newest_stay():
+    # 8 + 14 + 14 fixed, 28 per exchange: room for two exchanges in 100 tokens.
+    fitted = fit_prompt(SYSTEM, history(5), NEW, ctx_tokens=150, max_tokens=50, token_ratio=None)
+    assert fitted.messages == [SYSTEM, *history(5)[-4:], NEW]
+    assert fitted.estimate == 36 + 2 * 28
+
+
+def test_reply_room_is_reserved():
+    room_for_two = fit_prompt(
+        SYSTEM, history(5), NEW, ctx_tokens=92, max_tokens=0, token_ratio=None
+    )
+    room_for_one = fit_prompt(
+        SYSTEM, history(5), NEW, ctx_tokens=92, max_tokens=1, token_ratio=None
+    )
+    assert len(room_for_two.messages) == 2 + 4
+    assert len(room_for_one.messages) == 2 + 2
+
+
+def test_a_smaller_ratio_keeps_more_and_a_larger_one_less():
+    def fit(ratio):
+        return fit_prompt(
+            SYSTEM, history(5), NEW, ctx_tokens=150, max_tokens=50, token_ratio=ratio
+        ).messages
+
+    assert len(fit(None)) == 2 + 4
+    assert len(fit(0.5)) == 2 + 10
+    assert len(fit(2.0)) == 2
+
+
+def test_history_is_never_split_inside_an_exchange():
+    lopsided = [Message("user", "q"), Message("assistant", "r" * 300)]
+    fitted = fit_prompt(SYSTEM, lopsided, NEW, ctx_tokens=120, max_tokens=50, token_ratio=None)
+    assert fitted.messages == [SYSTEM, NEW]
+
+
+def test_a_message_that_cannot_fit_alone_is_refused_naming_the_field():
+    with pytest.raises(MessageTooLong) as raised:
+        fit_prompt(
+            SYSTEM, [], Message("user", "x" * 600), ctx_tokens=250, max_tokens=50, token_ratio=None
+        )
+    error = raised.value
+    assert error.status == 422
+    (item,) = error.detail
+    assert item["loc"] == ["body", "message"]
+    assert "CTX_TOKENS 250" in item["msg"] and "MAX_TOKENS 50" in item["msg"]
+
+
+def test_learning_keeps_the_highest_ratio_with_a_margin():
+    first = learned_ratio(None, 100, 70)
+    assert first == pytest.approx(0.77)
+    assert learned_ratio(first, 100, 60) == first  # a lower count never lowers it
+    assert learned_ratio(first, 100, 90) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("count", [None, 0, 10])
+def test_missing_or_implausibly_low_counts_teach_nothing(count):
+    assert learned_ratio(None, 100, count) is None
+    assert learned_ratio(0.8, 100, count) == 0.8
+
+
+def test_learning_is_capped_at_one_token_a_byte():
+    assert learned_ratio(None, 100, 10_000) == RATIO_CEILING
+
+
+# --- /v1: trimming the messages a client sent, one by one ---------------------------------
 
 
 def turns(count: int, size: int = 300) -> list[Message]:

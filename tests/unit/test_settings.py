@@ -15,6 +15,21 @@ def test_defaults_match_the_spec():
     assert settings.memory_max_turns == 8
     assert settings.memory_ttl_min == 60
     assert settings.memory_max_conversations == 500
+    assert settings.memory_backend == "memory"
+
+
+def test_memory_backend_variables_are_read(tmp_path: Path):
+    settings = load_settings(
+        environ={
+            "MEMORY_BACKEND": "sqlite",
+            "MEMORY_PATH": str(tmp_path / "m.sqlite3"),
+            "REDIS_URL": "redis://127.0.0.2:6380/2",
+        },
+        env_file=None,
+    )
+    assert settings.memory_backend == "sqlite"
+    assert settings.memory_path == tmp_path / "m.sqlite3"
+    assert settings.redis_url == "redis://127.0.0.2:6380/2"
 
 
 @pytest.mark.parametrize("word", ["1", "true", "TRUE", "Yes", "y", "Y"])
@@ -36,6 +51,8 @@ def test_enable_memory_false_words(word):
         ("CTX_TOKENS", "-1"),
         ("ENABLE_MEMORY", "perhaps"),
         ("OLLAMA_HOST", "localhost:11434"),
+        ("MEMORY_BACKEND", "postgres"),
+        ("REDIS_URL", "localhost:6379"),
     ],
 )
 def test_unreadable_value_names_variable_and_value_in_one_line(name, value):

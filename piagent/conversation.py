@@ -1,0 +1,119 @@
+"""One chat request's turn in its conversation: hold it, fit it to the context, keep the reply.
+
+A conversation answers one message at a time. A second message that arrives while the
+first is being answered gets 409 at once rather than a wait: a reply on a Pi can take
+minutes, the model generates one reply at a time anyway, and the second message would
+otherwise be answered without the first exchange it follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from .budget import fit_prompt, learned_ratio
+from .errors import ApiError
+from .memory import ConversationStore, MemoryUnavailable, Message, NewExchange, Recollection
+from .providers.base import ChatStats, GenerationOptions
+from .settings import Settings
+
+log = logging.getLogger("piagent")
+
+# Past a request's own time limits, so a hold outlives its request only when the
+# worker died mid-reply; then the conversation is free again after this long.
+_HOLD_MARGIN_S = 30.0
+
+
+class ConversationBusy(ApiError):
+    """Another request on the same conversation is still being answered."""
+
+    status = 409
+
+
+def hold_seconds(settings: Settings, *, stream: bool) -> float:
+    """The longest a request may keep its conversation: its upstream limits, and a margin."""
+    limit = settings.stream_total_timeout_s if stream else settings.reply_timeout_s
+    return settings.connect_timeout_s + limit + _HOLD_MARGIN_S
+
+
+class Turn:
+    """One request's hold on a conversation, from recalling it to keeping the reply.
+
+    `finish` (or `abandon`) must follow, once the reply is known: it is what lets the
+    next message in. Without a store (ENABLE_MEMORY=false) nothing is held or kept.
+    """
+
+    def __init__(
+        self,
+        store: ConversationStore | None,
+        conversation_id: str,
+        user_text: str,
+        *,
+        hold_s: float,
+    ) -> None:
+        """Hold the conversation and recall it; ConversationBusy while another request has it."""
+        self.conversation_id = conversation_id
+        self._store = store
+        self._user_text = user_text
+        self._asked_at = time.time()
+        self._holder = uuid.uuid4().hex
+        self._estimate = 0
+        self._finished = store is None
+        self._recalled = Recollection([])
+        if store is not None:
+            recalled = store.begin(conversation_id, self._holder, hold_s)
+            if recalled is None:
+                raise ConversationBusy(
+                    f"conversation {conversation_id!r} is still answering an earlier message; "
+                    "send this one when that reply has finished"
+                )
+            self._recalled = recalled
+
+    def prompt(self, system_prompt: str, options: GenerationOptions) -> list[Message]:
+        """The messages to send: the system prompt, what fits of the history, the message."""
+        fitted = fit_prompt(
+            Message("system", system_prompt),
+            self._recalled.messages,
+            Message("user", self._user_text),
+            ctx_tokens=options.ctx_tokens,
+            max_tokens=options.max_tokens,
+            token_ratio=self._recalled.token_ratio,
+        )
+        self._estimate = fitted.estimate
+        return fitted.messages
+
+    def finish(self, reply: str | None, stats: ChatStats | None) -> None:
+        """Keep the exchange when the reply has text, and free the conversation; once only.
+
+        Raises MemoryUnavailable when a reply could not be kept.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        if not reply:
+            self._let_go()
+            return
+        prompt_tokens = stats.prompt_tokens if stats else None
+        exchange = NewExchange(
+            self._user_text,
+            reply,
+            asked_at=self._asked_at,
+            token_ratio=learned_ratio(self._recalled.token_ratio, self._estimate, prompt_tokens),
+        )
+        try:
+            self._store.end(self.conversation_id, self._holder, exchange)
+        except MemoryUnavailable:
+            self._let_go()
+            raise
+
+    def abandon(self) -> None:
+        """Free the conversation without keeping anything (the reply failed or never came)."""
+        self.finish(None, None)
+
+    def _let_go(self) -> None:
+        try:
+            self._store.end(self.conversation_id, self._holder)
+        except MemoryUnavailable as exc:
+            # Not fatal: the hold lapses by itself after its time limit.
+            log.warning("conversation %s stays held: %s", self.conversation_id, exc.detail)

@@ -1,0 +1,100 @@
+"""What every conversation store promises, whichever backend keeps the conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import ApiError
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message as the model sees it."""
+
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A remembered message and when it was written (wall-clock seconds since the epoch)."""
+
+    role: str
+    content: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recollection:
+    """What a conversation brings to the next call: its messages, oldest first."""
+
+    messages: list[Message]
+    # The model's reported prompt size over our estimate, learnt from earlier calls.
+    token_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimits:
+    """The bounds every backend enforces."""
+
+    max_messages: int  # per conversation; user and assistant messages both count
+    ttl_s: float  # idle time before a conversation is forgotten; 0 keeps it forever
+    max_conversations: int  # past this the least recently used one is dropped
+    max_message_chars: int  # longer messages are cut before they are stored
+
+    @property
+    def kept_messages(self) -> int:
+        """Messages kept per conversation: whole exchanges only, so never a lone reply."""
+        return self.max_messages - self.max_messages % 2
+
+
+class MemoryUnavailable(ApiError):
+    """The store (a SQLite file, a Redis server) cannot be used right now."""
+
+    status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class NewExchange:
+    """A user message and the model's reply, kept together."""
+
+    user_text: str
+    reply_text: str
+    asked_at: float  # when the user message arrived (wall-clock seconds)
+    token_ratio: float | None = None  # newly learnt; None keeps the conversation's own
+
+
+class ConversationStore(Protocol):
+    """Recent messages per conversation id, bounded, expiring, safe under concurrent use.
+
+    A request claims its conversation with `begin` and lets go with `end`, one call
+    each (one round trip, one transaction): while it holds the claim, no other request
+    can begin on that conversation. Messages are kept in pairs, so a conversation always
+    starts with a user message. `begin` counts as use (the conversation stays alive and
+    recent); `transcript` only looks.
+    """
+
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation for `hold_s` and recall it; None while another holder has it."""
+
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim (unless it passed to another)."""
+
+    def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
+        """Every remembered message with its time; None when the conversation is unknown."""
+
+    def forget(self, conversation_id: str) -> bool:
+        """Drop the conversation; False when it was unknown."""
+
+    def __len__(self) -> int:
+        """How many conversations are remembered."""
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+
+def clipped(texts: Sequence[str], limits: MemoryLimits) -> list[str]:
+    """Each text cut to the longest message the store keeps."""
+    return [text[: limits.max_message_chars] for text in texts]

@@ -1,0 +1,238 @@
+"""MEMORY_BACKEND=sqlite: conversations in one SQLite file, shared by the workers of one machine.
+
+WAL mode lets readers and the one writer of the moment work side by side; every
+change is one short `BEGIN IMMEDIATE` transaction, so workers queue for the write lock
+(SQLite's busy timeout) instead of failing. The calls block the worker for that
+fraction of a millisecond: sqlite3 does not yield to gevent, and needs not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .base import (
+    MemoryLimits,
+    MemoryUnavailable,
+    Message,
+    NewExchange,
+    Recollection,
+    StoredMessage,
+    clipped,
+)
+
+# How long a worker waits for another one's write transaction before giving up.
+BUSY_TIMEOUT_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    last_used REAL NOT NULL,     -- clock seconds, for idle expiry
+    touched INTEGER NOT NULL,    -- a use counter: the exact LRU order, even within a clock tick
+    token_ratio REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_by_last_used ON conversations (last_used);
+CREATE INDEX IF NOT EXISTS conversations_by_touched ON conversations (touched);
+
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS holds (
+    conversation_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_by_until ON holds (until);
+
+-- count(*) reads the whole table; the LRU cap needs the count on every new conversation.
+CREATE TABLE IF NOT EXISTS tally (conversations INTEGER NOT NULL);
+INSERT INTO tally SELECT 0 WHERE NOT EXISTS (SELECT * FROM tally);
+CREATE TRIGGER IF NOT EXISTS tally_insert AFTER INSERT ON conversations
+BEGIN UPDATE tally SET conversations = conversations + 1; END;
+CREATE TRIGGER IF NOT EXISTS tally_delete AFTER DELETE ON conversations
+BEGIN UPDATE tally SET conversations = conversations - 1; END;
+"""
+
+_SAVE_CONVERSATION = """
+INSERT INTO conversations (id, last_used, touched, token_ratio)
+VALUES (:id, :now, (SELECT coalesce(max(touched), 0) + 1 FROM conversations), :ratio)
+ON CONFLICT (id) DO UPDATE SET
+    last_used = excluded.last_used,
+    touched = excluded.touched,
+    token_ratio = coalesce(excluded.token_ratio, token_ratio)
+"""
+_DROP_LEAST_RECENT = """
+DELETE FROM conversations WHERE id IN (
+    SELECT id FROM conversations ORDER BY touched
+    LIMIT max(0, (SELECT conversations FROM tally) - :max)
+)
+"""
+_TOUCH = """
+UPDATE conversations
+SET last_used = :now, touched = (SELECT max(touched) + 1 FROM conversations)
+WHERE id = :id AND last_used >= :oldest
+RETURNING token_ratio
+"""
+_TRANSCRIPT = """
+SELECT m.role, m.content, m.at FROM messages AS m JOIN conversations AS c
+ON c.id = m.conversation_id
+WHERE c.id = :id AND c.last_used >= :oldest ORDER BY m.seq
+"""
+_HOLD = """
+INSERT INTO holds (conversation_id, holder, until) VALUES (:id, :holder, :until)
+ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, until = excluded.until
+WHERE holds.until <= :now
+"""
+
+
+class SqliteStore:
+    """Conversations in a SQLite file: survives restarts, shared by every worker using it."""
+
+    def __init__(
+        self, path: Path, limits: MemoryLimits, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Open (creating if needed) the file; MemoryUnavailable when it cannot be used."""
+        self.path = path
+        self._limits = limits
+        # Wall-clock time: it is shared by processes and outlives restarts, as the file does.
+        self._clock = clock
+        # One connection per process, used under a lock: under gevent every greenlet
+        # shares the thread, and under a threaded server the lock keeps transactions apart.
+        self._lock = threading.Lock()
+        with self._errors_named():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL keeps the file consistent through any crash and skips an
+            # fsync per commit; only a power cut can lose the last moments of conversation.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+
+    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+        """Claim the conversation and recall it; None while another holder has it."""
+        now = self._clock()
+        claim = {"id": conversation_id, "holder": holder, "until": now + hold_s, "now": now}
+        touch = {"id": conversation_id, "now": now, "oldest": self._oldest_alive(now)}
+        with self._transaction() as db:
+            if db.execute(_HOLD, claim).rowcount != 1:
+                return None
+            touched = db.execute(_TOUCH, touch).fetchone()
+            if touched is None:
+                return Recollection([])
+            rows = db.execute(
+                "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq",
+                (conversation_id,),
+            )
+            return Recollection([Message(role, content) for role, content in rows], touched[0])
+
+    def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
+        """Keep the exchange, if any, and let go of the claim."""
+        with self._transaction() as db:
+            if exchange is not None:
+                self._keep(db, conversation_id, exchange)
+            db.execute(
+                "DELETE FROM holds WHERE conversation_id = ? AND holder = ?",
+                (conversation_id, holder),
+            )
+
+    def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
+        """Every remembered message with its time; looking does not count as use."""
+        oldest = self._oldest_alive(self._clock())
+        with self._transaction(write=False) as db:
+            rows = db.execute(_TRANSCRIPT, {"id": conversation_id, "oldest": oldest}).fetchall()
+        return [StoredMessage(*row) for row in rows] or None
+
+    def forget(self, conversation_id: str) -> bool:
+        """Drop the conversation; False when it was unknown."""
+        oldest = self._oldest_alive(self._clock())
+        with self._transaction() as db:
+            dropped = db.execute(
+                "DELETE FROM conversations WHERE id = ? AND last_used >= ?",
+                (conversation_id, oldest),
+            )
+            return dropped.rowcount == 1
+
+    def __len__(self) -> int:
+        """How many conversations are remembered."""
+        oldest = self._oldest_alive(self._clock())
+        with self._transaction(write=False) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM conversations WHERE last_used >= ?", (oldest,)
+            ).fetchone()
+            return count
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+    def _keep(self, db: sqlite3.Connection, conversation_id: str, exchange: NewExchange) -> None:
+        user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+        kept = self._limits.kept_messages
+        now = self._clock()
+        self._expire(db, now)
+        if kept == 0:  # MEMORY_MAX_TURNS below 2 keeps nothing
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return
+        saved = {"id": conversation_id, "now": now, "ratio": exchange.token_ratio}
+        db.execute(_SAVE_CONVERSATION, saved)
+        (last,) = db.execute(
+            "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
+            (conversation_id,),
+        ).fetchone()
+        db.executemany(
+            "INSERT INTO messages (conversation_id, seq, role, content, at) VALUES (?, ?, ?, ?, ?)",
+            [
+                (conversation_id, last + 1, "user", user_text, exchange.asked_at),
+                (conversation_id, last + 2, "assistant", reply_text, now),
+            ],
+        )
+        db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
+            (conversation_id, last + 2 - kept),
+        )
+        db.execute(_DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
+
+    def _oldest_alive(self, now: float) -> float:
+        """The earliest last use of a conversation that has not expired."""
+        return now - self._limits.ttl_s if self._limits.ttl_s > 0 else float("-inf")
+
+    def _expire(self, db: sqlite3.Connection, now: float) -> None:
+        db.execute("DELETE FROM conversations WHERE last_used < ?", (self._oldest_alive(now),))
+        db.execute("DELETE FROM holds WHERE until <= ?", (now,))
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction; a write one takes the lock at once, so it never has to upgrade."""
+        with self._lock, self._errors_named():
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:  # some errors have rolled it back already
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors_named(self) -> Iterator[None]:
+        """Turn SQLite's and the file system's errors into a 503 that names the file."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise MemoryUnavailable(
+                f"the conversation memory file {self.path} cannot be used: {exc}"
+            ) from None

@@ -1,0 +1,227 @@
+"""Memory through the app on every backend: the conversation API, the context budget, holds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import redis
+
+from piagent import create_app
+from piagent.budget import estimate_tokens
+from piagent.errors import StreamInterrupted
+from piagent.memory import Message
+from tests.nginx import free_port
+
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+def memory_settings(request, tmp_path):
+    """Settings fields that choose this test's backend, on an empty store."""
+    backend = request.param
+    fields = {"memory_backend": backend, "memory_path": tmp_path / "memory.sqlite3"}
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        fields["redis_url"] = url
+    return fields
+
+
+@pytest.fixture
+def build_client(make_settings, memory_settings):
+    def build(**overrides):
+        return create_app(make_settings(**memory_settings, **overrides)).test_client()
+
+    return build
+
+
+@pytest.fixture
+def client(build_client):
+    return build_client()
+
+
+def chat(client, message="hi", **body):
+    return client.post("/chat", json={"message": message, **body})
+
+
+def sent(fake) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"]]
+
+
+# --- GET and DELETE /conversations/<id> ---------------------------------------------------
+
+
+def test_conversation_shows_each_message_with_its_time(client, fake):
+    fake.behave(tokens=["one"])
+    chat(client, "first", conversation_id="c-1")
+    fake.behave(tokens=["two"])
+    chat(client, "second", conversation_id="c-1", stream=True).get_data()
+    response = client.get("/conversations/c-1")
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    body = response.get_json()
+    assert body["conversation_id"] == "c-1"
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("user", "first"),
+        ("assistant", "one"),
+        ("user", "second"),
+        ("assistant", "two"),
+    ]
+    times = [datetime.fromisoformat(m["timestamp"]) for m in body["messages"]]
+    assert all(t.utcoffset().total_seconds() == 0 for t in times)
+    assert times == sorted(times)
+    assert abs((datetime.now(times[0].tzinfo) - times[-1]).total_seconds()) < 60
+
+
+def test_unknown_conversation_is_404_for_both_methods(client):
+    for method in (client.get, client.delete):
+        response = method("/conversations/never-seen")
+        assert response.status_code == 404
+        assert "never-seen" in response.get_json()["detail"]
+
+
+def test_delete_forgets_the_conversation(client, fake):
+    chat(client, "remember me", conversation_id="gone")
+    response = client.delete("/conversations/gone")
+    assert response.status_code == 204
+    assert response.data == b""
+    assert client.get("/conversations/gone").status_code == 404
+    chat(client, "again", conversation_id="gone")
+    assert sent(fake)[1:] == [("user", "again")]
+
+
+@pytest.mark.parametrize("bad_id", ["a%20b", "x" * 129, "semi;colon", "%C3%A9"])
+def test_an_id_breaking_the_rules_is_422_naming_it(client, bad_id):
+    for method in (client.get, client.delete):
+        response = method(f"/conversations/{bad_id}")
+        assert response.status_code == 422
+        assert response.get_json()["detail"][0]["loc"] == ["path", "conversation_id"]
+
+
+def test_conversation_with_a_failed_reply_was_never_kept(client, fake):
+    fake.behave(status=500)
+    assert chat(client, conversation_id="failed").status_code == 502
+    assert client.get("/conversations/failed").status_code == 404
+
+
+def test_without_memory_there_is_no_conversation_to_show(make_settings, fake):
+    client = create_app(make_settings(enable_memory=False)).test_client()
+    chat(client, conversation_id="x")
+    response = client.get("/conversations/x")
+    assert response.status_code == 404
+    assert "ENABLE_MEMORY" in response.get_json()["detail"]
+
+
+# --- the context budget -------------------------------------------------------------------
+
+
+def test_a_conversation_outgrowing_the_context_keeps_the_system_prompt_and_newest_turns(
+    build_client, fake
+):
+    client = build_client(ctx_tokens=400, max_tokens=50, memory_max_turns=100)
+    for i in range(8):
+        fake.behave(tokens=[f"answer {i} ".ljust(60, "a")])
+        chat(client, f"question {i} ".ljust(60, "q"), conversation_id="long")
+    messages = sent(fake)
+    assert messages[0][0] == "system"
+    assert messages[-1] == ("user", "question 7 ".ljust(60, "q"))
+    history = messages[1:-1]
+    assert 0 < len(history) < 14  # some, not all, of the seven earlier exchanges
+    assert history[0][0] == "user"  # whole exchanges only
+    kept = len(history) // 2
+    assert [content[:10] for _, content in history[::2]] == [
+        f"question {i}"[:10] for i in range(7 - kept, 7)
+    ]
+    assert sum(estimate_tokens(Message(*m)) for m in messages) <= 400 - 50
+
+
+def test_a_message_too_long_for_the_context_is_422_and_never_sent(build_client, fake):
+    client = build_client(ctx_tokens=300, max_tokens=100)
+    response = chat(client, "x" * 900, conversation_id="big")
+    assert response.status_code == 422
+    (item,) = response.get_json()["detail"]
+    assert item["loc"] == ["body", "message"]
+    assert "CTX_TOKENS 300" in item["msg"]
+    assert fake.requests == []
+    assert chat(client, "short", conversation_id="big").status_code == 200  # not left held
+
+
+def long_conversation(client, fake, turns: int, **behaviour) -> None:
+    for i in range(turns):
+        fake.behave(tokens=["r" * 60], **behaviour)
+        chat(client, f"{i}".ljust(60, "q"), conversation_id="learn")
+
+
+def prompt_estimate(fake) -> int:
+    return sum(
+        estimate_tokens(Message(m["role"], m["content"]))
+        for m in fake.requests[-1].json["messages"]
+    )
+
+
+def history_sent(fake) -> int:
+    return len(fake.requests[-1].json["messages"]) - 2
+
+
+def test_a_model_counting_more_tokens_than_estimated_makes_the_trim_deeper(build_client, fake):
+    client = build_client(ctx_tokens=500, max_tokens=50, memory_max_turns=100)
+    long_conversation(client, fake, 8)
+    before = history_sent(fake)
+    fake.behave(tokens=["r" * 60], prompt_eval_count=2 * prompt_estimate(fake))
+    chat(client, "counted".ljust(60, "q"), conversation_id="learn")
+    fake.behave(tokens=["r" * 60])
+    chat(client, "after".ljust(60, "q"), conversation_id="learn")
+    assert history_sent(fake) < before
+    assert sent(fake)[-2] == ("assistant", "r" * 60)  # still the newest exchange
+
+
+def test_a_model_counting_fewer_tokens_than_estimated_lets_more_history_in(build_client, fake):
+    client = build_client(ctx_tokens=500, max_tokens=50, memory_max_turns=100)
+    long_conversation(client, fake, 8)
+    before = history_sent(fake)
+    fake.behave(tokens=["r" * 60], prompt_eval_count=int(0.6 * prompt_estimate(fake)))
+    chat(client, "counted".ljust(60, "q"), conversation_id="learn")
+    fake.behave(tokens=["r" * 60])
+    chat(client, "after".ljust(60, "q"), conversation_id="learn")
+    assert history_sent(fake) > before
+
+
+# --- holds and failures --------------------------------------------------------------------
+
+
+def test_a_stream_whose_body_is_never_read_frees_the_conversation_when_closed(client, fake):
+    unread = chat(client, conversation_id="unread", stream=True)
+    assert chat(client, conversation_id="unread").status_code == 409
+    unread.close()
+    assert chat(client, conversation_id="unread").status_code == 200
+
+
+def test_a_failed_stream_frees_the_conversation(client, fake):
+    fake.behave(tokens=["a", "b", "c"], error_after=1)
+    with pytest.raises(StreamInterrupted):  # the server drops the connection unfinished
+        chat(client, conversation_id="broken", stream=True).get_data()
+    fake.behave(tokens=["fine"])
+    assert chat(client, conversation_id="broken").status_code == 200
+
+
+def test_unreachable_redis_is_503_naming_it_and_ollama_is_not_called(make_settings, fake):
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    client = create_app(make_settings(memory_backend="redis", redis_url=url)).test_client()
+    for response in (chat(client, conversation_id="x"), client.get("/conversations/x")):
+        assert response.status_code == 503
+        detail = response.get_json()["detail"]
+        assert "redis://127.0.0.1:" in detail and "not reachable" in detail
+        assert "secret" not in detail
+    assert fake.requests == []
+
+
+def test_unusable_memory_path_stops_the_start_naming_it(make_settings, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    settings = make_settings(memory_backend="sqlite", memory_path=tmp_path / "a-file" / "m.db")
+    with pytest.raises(SystemExit) as stopped:
+        create_app(settings)
+    assert stopped.value.code == 4
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("piagent: cannot start: MEMORY_PATH")
