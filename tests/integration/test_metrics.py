@@ -91,7 +91,12 @@ def module_fake():
 def test_two_workers_report_the_sum_of_both(module_fake, tmp_path):
     fake = module_fake
     fake.behave(tokens=["x", "y"])
-    env = {"OLLAMA_HOST": fake.url, "WEB_CONCURRENCY": "2", "LOG_FORMAT": "text"}
+    env = {
+        "OLLAMA_HOST": fake.url,
+        "WEB_CONCURRENCY": "2",
+        "ENABLE_MEMORY": "false",
+        "LOG_FORMAT": "text",
+    }
     with gunicorn(env, tmp_path) as server:
 
         def serving_workers() -> set[str]:

@@ -36,7 +36,13 @@ def fake(module_fake):
 
 def base_env(fake: FakeOllama, **extra: str) -> dict[str, str]:
     # Every turn of a conversation fits, so what was sent is exactly what was kept.
-    return {"OLLAMA_HOST": fake.url, "MEMORY_MAX_TURNS": str(2 * TURNS), **extra}
+    # Every conversation is answered at once: this tests memory, not the admission queue.
+    return {
+        "OLLAMA_HOST": fake.url,
+        "MEMORY_MAX_TURNS": str(2 * TURNS),
+        "MAX_CONCURRENT_GENERATIONS": "256",
+        **extra,
+    }
 
 
 def worker_pids(arbiter_pid: int) -> list[int]:

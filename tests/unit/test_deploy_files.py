@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / "config" / "piagent.env.example"
 UNIT = REPO / "config" / "systemd" / "piagent.service"
 # Documented with an example instead of the default, which depends on the install.
-EXAMPLE_VALUES = {"PROMPTS_DIR"}
+EXAMPLE_VALUES = {"PROMPTS_DIR", "MEMORY_PATH"}
 
 
 def documented() -> dict[str, str]:
