@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response
 from pydantic import ValidationError
 
+from ..auth import conversation_key
 from ..conversation import ConversationBusy
 from ..errors import ApiError, InvalidRequest
 from ..memory import ConversationStore
@@ -30,7 +31,7 @@ class UnknownConversation(ApiError):
 def show(conversation_id: str) -> Response:
     """Every remembered message of the conversation, oldest first, with its time."""
     store = _store_for(conversation_id)
-    messages = store.transcript(conversation_id)
+    messages = store.transcript(conversation_key(conversation_id))
     if messages is None:
         raise _unknown(conversation_id)
     transcript = Transcript(
@@ -49,17 +50,18 @@ def show(conversation_id: str) -> Response:
 def forget(conversation_id: str) -> Response:
     """Forget the conversation (204); 409 while one of its messages is being answered."""
     store = _store_for(conversation_id)
+    key = conversation_key(conversation_id)
     holder = uuid.uuid4().hex
     # Claimed first, so a reply still in flight cannot bring the conversation back.
-    if store.begin(conversation_id, holder, _FORGET_HOLD_S) is None:
+    if store.begin(key, holder, _FORGET_HOLD_S) is None:
         raise ConversationBusy(
             f"conversation {conversation_id!r} is answering a message; "
             "delete it when that reply has finished"
         )
     try:
-        forgotten = store.forget(conversation_id)
+        forgotten = store.forget(key)
     finally:
-        store.end(conversation_id, holder)
+        store.end(key, holder)
     if not forgotten:
         raise _unknown(conversation_id)
     return Response(status=204)

@@ -107,6 +107,22 @@ def test_a_conversation_is_invisible_to_another_key(app, fake):
     assert seen_by_a == ["A's secret", "A's answer", "A again"]
 
 
+def test_another_key_can_neither_read_nor_delete_a_conversation(app, fake):
+    client = app.test_client()
+    fake.behave(tokens=["A's answer"])
+    client.post(
+        "/chat", json={"message": "A's secret", "conversation_id": "mine"}, headers=bearer(KEY_A)
+    )
+
+    assert client.get("/conversations/mine", headers=bearer(KEY_B)).status_code == 404
+    assert client.delete("/conversations/mine", headers=bearer(KEY_B)).status_code == 404
+
+    shown = client.get("/conversations/mine", headers=bearer(KEY_A))
+    assert [m["content"] for m in shown.json["messages"]] == ["A's secret", "A's answer"]
+    assert client.delete("/conversations/mine", headers=bearer(KEY_A)).status_code == 204
+    assert client.get("/conversations/mine", headers=bearer(KEY_A)).status_code == 404
+
+
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
     """gunicorn with one key; /agents never reaches Ollama, so none is needed."""
