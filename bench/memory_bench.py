@@ -135,7 +135,13 @@ def latency_phase(quick: bool) -> list[str]:
         for name, env in backend_envs(tmp_path, redis_url).items():
             log_dir = tmp_path / name
             log_dir.mkdir()
-            env = {"OLLAMA_HOST": fake_url, "ACCESS_LOG": "", **env}
+            # Every client at once reaches the model: this measures memory, not the queue.
+            env = {
+                "OLLAMA_HOST": fake_url,
+                "ACCESS_LOG": "",
+                "MAX_CONCURRENT_GENERATIONS": str(clients),
+                **env,
+            }
             urls[name] = stack.enter_context(gunicorn(env, log_dir)).url
             sessions[name] = stack.enter_context(requests.Session())
             for i in range(50):  # warm up: connections, caches, the first SQLite pages
