@@ -59,10 +59,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             observer=app_metrics,
         ),
         # Called only after `state` exists, for the models its agents use.
-        readiness=ReadinessProbe(
-            lambda: provider.check_ready(state.models, settings.ready_timeout_s),
-            cache_s=settings.ready_cache_s,
-        ),
+        readiness=ReadinessProbe(lambda: _check_ready(state), cache_s=settings.ready_cache_s),
     )
     app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
@@ -75,6 +72,13 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     if settings.warmup:
         start_warmup(provider, state.models)
     return app
+
+
+def _check_ready(state: AppState) -> None:
+    """Raise what stops chats from being answered: memory out of reach, or the model server."""
+    if state.memory is not None:
+        state.memory.check()
+    state.provider.check_ready(state.models, state.settings.ready_timeout_s)
 
 
 def _build_provider(settings: Settings) -> Provider:

@@ -1,4 +1,5 @@
-"""Readiness: can the model server answer with every model the agents use? Cached briefly."""
+"""Readiness: can the model server answer with every model the agents use, and can the
+conversation memory be reached? Cached briefly."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import UpstreamError
+from .errors import ApiError
 
 
 class ReadinessProbe:
-    """Runs `check` (which raises UpstreamError saying what to do) at most once per `cache_s`."""
+    """Runs `check` (which raises an ApiError saying what to do) at most once per `cache_s`."""
 
     def __init__(
         self,
@@ -35,7 +36,7 @@ class ReadinessProbe:
                 try:
                     self._check()
                     self._problem = None
-                except UpstreamError as exc:
+                except ApiError as exc:
                     self._problem = str(exc.detail)
                 self._checked_at = self._clock()
             return self._problem

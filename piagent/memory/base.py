@@ -91,6 +91,9 @@ class ConversationStore(Protocol):
     def __len__(self) -> int:
         """How many conversations are remembered."""
 
+    def check(self) -> None:
+        """Raise MemoryUnavailable when the store cannot be reached or read right now."""
+
     def close(self) -> None:
         """Release files and connections."""
 

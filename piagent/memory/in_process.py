@@ -93,6 +93,9 @@ class InProcessStore:
             self._expire(self._clock())
             return len(self._conversations)
 
+    def check(self) -> None:
+        """Always usable: the conversations live in this process."""
+
     def close(self) -> None:
         """Nothing to release: the conversations go with the process."""
 

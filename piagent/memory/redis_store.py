@@ -199,6 +199,11 @@ class RedisStore:
         with self._errors_named():
             return int(self._count(keys=[self._prefix + "recent"], args=[self._ttl_ms()]))
 
+    def check(self) -> None:
+        """Ask Redis for a PONG."""
+        with self._errors_named():
+            self._redis.ping()
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._redis.close()

@@ -120,6 +120,7 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        self._identity = _identity(path)
 
     def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
         """Claim the conversation and recall it; None while another holder has it."""
@@ -173,6 +174,20 @@ class SqliteStore:
                 "SELECT count(*) FROM conversations WHERE last_used >= ?", (oldest,)
             ).fetchone()
             return count
+
+    def check(self) -> None:
+        """Read the file, and make sure it is still the one at `path`.
+
+        A file deleted or replaced while open still works for this process, but what it
+        keeps from then on is lost at the next restart.
+        """
+        with self._transaction(write=False) as db:
+            db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
+        if _identity(self.path) != self._identity:
+            raise MemoryUnavailable(
+                f"the conversation memory file {self.path} was deleted or replaced while "
+                "piagent ran; restart piagent, or what it keeps now is lost at the next restart"
+            )
 
     def close(self) -> None:
         """Close the file."""
@@ -236,3 +251,12 @@ class SqliteStore:
             raise MemoryUnavailable(
                 f"the conversation memory file {self.path} cannot be used: {exc}"
             ) from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` (device and inode), or None when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
