@@ -7,7 +7,7 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, g, request
+from flask import Flask, request
 
 from .errors import Unauthorized
 from .settings import ConfigError, Settings
@@ -86,13 +86,12 @@ def install_api_keys(app: Flask, keys: ApiKeys) -> None:
     def require_api_key() -> None:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return
-        key_id = keys.identify(request.headers.get("Authorization"))
-        g.piagent_key_id = current_trace().key_id = key_id
+        current_trace().key_id = keys.identify(request.headers.get("Authorization"))
 
 
 def conversation_key(conversation_id: str) -> str:
     """Where a conversation is stored: inside the caller's key's namespace, if keys are on."""
-    key_id = g.get("piagent_key_id")
+    key_id = current_trace().key_id
     # "/" cannot occur in a conversation id, so namespaces never collide with plain ids.
     return conversation_id if key_id is None else f"{key_id}/{conversation_id}"
 

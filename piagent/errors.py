@@ -25,6 +25,9 @@ class ApiError(Exception):
     """An error with a status code and a detail a client can act on."""
 
     status = 500
+    # What OpenAI's error body says under /v1: the field at fault and a machine code.
+    openai_param: str | None = None
+    openai_code: str | None = None
 
     def __init__(self, detail: Any, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -48,6 +51,8 @@ class UnknownAgent(ApiError):
     """The request names an agent that does not exist."""
 
     status = 404
+    openai_param = "model"  # under /v1 the agent is named by `model`
+    openai_code = "model_not_found"
 
 
 class UpstreamError(ApiError):
@@ -161,11 +166,9 @@ def register_error_handlers(app: Flask) -> None:
         # Rejections are counted and logged per request; a burst must not flood the log.
         if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
             log.warning("upstream failure (%d): %s", exc.status, exc.detail)
-        if isinstance(exc, UnknownAgent):  # under /v1 the agent is named by `model`
-            return _json_error(
-                exc.status, exc.detail, exc.headers, param="model", code="model_not_found"
-            )
-        return _json_error(exc.status, exc.detail, exc.headers)
+        return _json_error(
+            exc.status, exc.detail, exc.headers, param=exc.openai_param, code=exc.openai_code
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -46,8 +46,13 @@ class Metrics:
     """Every metric piagent exports, and the few ways to move them."""
 
     def __init__(self) -> None:
-        self._multiprocess = multiprocess_dir() is not None
-        self.registry = registry = CollectorRegistry(auto_describe=True)
+        registry = CollectorRegistry(auto_describe=True)
+        # What /metrics shows: this worker's registry, or with several workers the sum of
+        # the files they all write (read afresh at every scrape).
+        self._exposed = registry
+        if multiprocess_dir() is not None:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)
         self.requests = Counter(
             "piagent_http_requests",
             "HTTP requests answered, by route, method and status.",
@@ -189,8 +194,4 @@ class Metrics:
         """The text exposition format, summed over every worker in multiprocess mode."""
         if conversations is not None:
             self.conversations.set(conversations)
-        if not self._multiprocess:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged)
-        return generate_latest(merged), CONTENT_TYPE_LATEST
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST

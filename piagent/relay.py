@@ -13,7 +13,7 @@ from typing import Any
 from .disconnect import ClientGone, DisconnectWatch
 from .errors import ApiError, StreamInterrupted, UpstreamError
 from .providers.base import ChatStats, ChatStream
-from .stream_formats import SSE_HEARTBEAT, StreamFormat
+from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
 
 log = logging.getLogger("piagent")
 
@@ -47,14 +47,17 @@ class _Started:
 def collect_reply(
     open_upstream: OpenUpstream, watch: DisconnectWatch, exchange: Exchange
 ) -> tuple[str, ChatStats | None]:
-    """Read a whole reply and end the turn with it."""
-    with watch.guard():
-        upstream = open_upstream()
-        try:
-            reply = "".join(upstream)
-        finally:
-            upstream.close()
-    exchange.finish(reply, upstream.stats)
+    """Read a whole reply and end the turn with it; the watch ends with the call."""
+    try:
+        with watch.guard():
+            upstream = open_upstream()
+            try:
+                reply = "".join(upstream)
+            finally:
+                upstream.close()
+        exchange.finish(reply, upstream.stats)
+    finally:
+        watch.close()
     return reply, upstream.stats
 
 
@@ -82,21 +85,25 @@ def stream_reply(
     Waiting for it before the response starts means a failure before any text (a
     timeout, an unknown model) still gets its own status code. SSE waits at most one
     heartbeat interval: after that the response starts and comments keep it alive.
+    The returned body closes the watch; if none is returned, this does.
     """
-    if fmt.media_type != "text/event-stream":
-        started = _start(open_upstream, watch)
-        return _Body(_relay(started, watch, fmt, exchange), started.upstream.close, watch)
-
-    waiter = _FirstFragmentWaiter(open_upstream, watch)
     try:
-        started = waiter.wait(heartbeat_s)
+        if fmt.media_type != SSE:
+            started = _start(open_upstream, watch)
+        else:
+            waiter = _FirstFragmentWaiter(open_upstream, watch)
+            try:
+                started = waiter.wait(heartbeat_s)
+            except BaseException:
+                waiter.abandon()
+                raise
+            if started is None:
+                body = _relay_after_heartbeats(waiter, watch, fmt, exchange, heartbeat_s)
+                return _Body(body, waiter.abandon, watch)
     except BaseException:
-        waiter.abandon()
+        watch.close()
         raise
-    if started is not None:
-        return _Body(_relay(started, watch, fmt, exchange), started.upstream.close, watch)
-    body = _relay_after_heartbeats(waiter, watch, fmt, exchange, heartbeat_s)
-    return _Body(body, waiter.abandon, watch)
+    return _Body(_relay(started, watch, fmt, exchange), started.upstream.close, watch)
 
 
 class _Body:
@@ -208,16 +215,13 @@ def _guarded(fragments: Iterator[str], watch: DisconnectWatch) -> Iterator[str]:
 
 
 def _done_event(upstream: ChatStream, exchange: Exchange) -> dict[str, Any]:
-    stats = upstream.stats
+    stats = upstream.stats or ChatStats()
     return {
         "type": "done",
         "conversation_id": exchange.conversation_id,
         "model": exchange.model,
-        "done_reason": stats.done_reason if stats else None,
-        "usage": {
-            "prompt_tokens": stats.prompt_tokens if stats else None,
-            "completion_tokens": stats.completion_tokens if stats else None,
-        },
+        "done_reason": stats.done_reason,
+        "usage": stats.usage,
     }
 
 

@@ -27,14 +27,22 @@ class StreamFormat:
 
     def event(self, payload: dict[str, Any]) -> bytes:
         """One event object, framed for this format."""
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         if self.media_type == SSE:
-            return f"data: {data}\n\n".encode()
-        return f"{data}\n".encode()
+            return sse_event(payload)
+        return f"{_compact_json(payload)}\n".encode()
 
     def delta(self, text: str) -> bytes:
         """A fragment of the reply."""
         return self.event({"type": "delta", "text": text}) if self.structured else text.encode()
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    """One server-sent event whose data is `payload` as compact JSON."""
+    return f"data: {_compact_json(payload)}\n\n".encode()
+
+
+def _compact_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 # Every stream must reach the client as written: no proxy buffering (nginx), no caching.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from typing import Any
 from .agents import Agent
 from .errors import openai_error
 from .providers.base import ChatStats
-from .stream_formats import FORMATS, SSE, StreamFormat
+from .stream_formats import FORMATS, SSE, StreamFormat, sse_event
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -67,17 +66,19 @@ class ChunkFormat(StreamFormat):
 
     def delta(self, text: str) -> bytes:
         """A fragment of the reply."""
-        return _frame(self.completion.chunk({"role": "assistant", "content": text}))
+        return sse_event(self.completion.chunk({"role": "assistant", "content": text}))
 
     def event(self, payload: dict[str, Any]) -> bytes:
         """The relay's `done` or `error` event, in OpenAI's words."""
         if payload["type"] == "error":
-            return _frame({"error": openai_error(502, payload["detail"])})
-        last = _frame(self.completion.chunk({}, finish_reason(payload["done_reason"])))
+            return sse_event({"error": openai_error(502, payload["detail"])})
+        last = sse_event(self.completion.chunk({}, finish_reason(payload["done_reason"])))
         if self.include_usage:
             counts = payload["usage"]
             totals = usage(counts["prompt_tokens"], counts["completion_tokens"])
-            last += _frame({**self.completion.head("chat.completion.chunk", []), "usage": totals})
+            last += sse_event(
+                {**self.completion.head("chat.completion.chunk", []), "usage": totals}
+            )
         return last + _DONE
 
 
@@ -101,7 +102,3 @@ def usage(prompt: int | None, completion: int | None) -> dict[str, int | None]:
     """Token counts as OpenAI reports them (null where the model server gave none)."""
     total = None if prompt is None or completion is None else prompt + completion
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-
-
-def _frame(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"

@@ -53,30 +53,19 @@ def _answer(body: ChatRequest, agent: Agent, turn: Turn, conversation_id: str) -
 
     if body.stream:
         fmt = negotiate(request.accept_mimetypes)
-        try:
-            chunks = stream_reply(
-                open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s
-            )
-        except BaseException:
-            watch.close()
-            raise
+        chunks = stream_reply(open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s)
         response = Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
         # A body the server never starts reading never reaches the relay's own ending.
         response.call_on_close(turn.abandon)
         return response
 
-    try:
-        reply, stats = collect_reply(open_upstream, watch, exchange)
-    finally:
-        watch.close()
+    reply, stats = collect_reply(open_upstream, watch, exchange)
     payload = ChatReply(
         reply=reply,
         conversation_id=conversation_id,
         model=agent.model,
         provider=state.provider.name,
-        usage=None
-        if stats is None
-        else {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
+        usage=None if stats is None else stats.usage,
         done_reason=None if stats is None else stats.done_reason,
     )
     return Response(payload.model_dump_json(), content_type="application/json", headers=headers)

@@ -69,17 +69,8 @@ def chat_completions() -> Response:
 
     if body.stream:
         fmt = ChunkFormat.for_completion(completion, include_usage=body.include_usage)
-        try:
-            chunks = stream_reply(
-                open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s
-            )
-        except BaseException:
-            watch.close()
-            raise
+        chunks = stream_reply(open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s)
         return Response(chunks, content_type=fmt.content_type, headers=STREAM_HEADERS)
 
-    try:
-        text, stats = collect_reply(open_upstream, watch, exchange)
-    finally:
-        watch.close()
+    text, stats = collect_reply(open_upstream, watch, exchange)
     return jsonify(completion.whole(text, stats))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,6 +97,7 @@ class ConversationStore(Protocol):
         """Release files and connections."""
 
 
-def clipped(texts: Sequence[str], limits: MemoryLimits) -> list[str]:
-    """Each text cut to the longest message the store keeps."""
-    return [text[: limits.max_message_chars] for text in texts]
+def clipped(exchange: NewExchange, limits: MemoryLimits) -> tuple[str, str]:
+    """The exchange's message and reply, each cut to the longest message a store keeps."""
+    longest = limits.max_message_chars
+    return exchange.user_text[:longest], exchange.reply_text[:longest]

@@ -100,7 +100,7 @@ class InProcessStore:
         """Nothing to release: the conversations go with the process."""
 
     def _keep(self, conversation_id: str, exchange: NewExchange) -> None:
-        user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+        user_text, reply_text = clipped(exchange, self._limits)
         now = self._clock()
         self._expire(now)
         conversation = self._conversations.get(conversation_id) or _Conversation()

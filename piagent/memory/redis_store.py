@@ -163,7 +163,7 @@ class RedisStore:
         """Keep the exchange, if any, and let go of the claim."""
         args: list[str | int] = [conversation_id, holder]
         if exchange is not None:
-            user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+            user_text, reply_text = clipped(exchange, self._limits)
             ratio = exchange.token_ratio
             args += [
                 self._ttl_ms(),

@@ -195,7 +195,7 @@ class SqliteStore:
             self._db.close()
 
     def _keep(self, db: sqlite3.Connection, conversation_id: str, exchange: NewExchange) -> None:
-        user_text, reply_text = clipped((exchange.user_text, exchange.reply_text), self._limits)
+        user_text, reply_text = clipped(exchange, self._limits)
         kept = self._limits.kept_messages
         now = self._clock()
         self._expire(db, now)

@@ -36,8 +36,12 @@ class ChatStats:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done_reason: str | None = None
-    total_duration_ns: int | None = None
     eval_duration_ns: int | None = None
+
+    @property
+    def usage(self) -> dict[str, int | None]:
+        """The token counts as piagent's replies report them."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
 class ChatStream(Protocol):

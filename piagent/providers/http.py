@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -14,6 +14,7 @@ from requests.utils import get_environ_proxies
 from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..memory import Message
 from .base import Timeouts
 from .deadline import ReadDeadline
 
@@ -165,3 +166,14 @@ class UpstreamResponse:
     def close(self) -> None:
         """Close the connection, which tells the server to stop generating for us."""
         self._response.close()
+
+
+def wire_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
+    """The conversation as both APIs take it: a list of {role, content}."""
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def int_field(obj: Mapping[str, Any], key: str) -> int | None:
+    """A count from a server's JSON, or None when it is missing or not an integer."""
+    value = obj.get(key)
+    return value if isinstance(value, int) else None

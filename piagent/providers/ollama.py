@@ -10,7 +10,7 @@ import requests
 from ..errors import UpstreamBusy, UpstreamError
 from ..memory import Message
 from .base import ChatStats, GenerationOptions, Timeouts
-from .http import UpstreamClient, UpstreamResponse
+from .http import UpstreamClient, UpstreamResponse, int_field, wire_messages
 from .ndjson import MalformedLine, iter_ndjson
 
 
@@ -34,7 +34,7 @@ class OllamaProvider:
         """Send the conversation; return the reply once Ollama has answered 200."""
         body = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": wire_messages(messages),
             "stream": stream,
             "options": {
                 "temperature": options.temperature,
@@ -143,14 +143,9 @@ def _event_text(event: dict[str, Any]) -> str:
 
 
 def _event_stats(event: dict[str, Any]) -> ChatStats:
-    def count(key: str) -> int | None:
-        value = event.get(key)
-        return value if isinstance(value, int) else None
-
     return ChatStats(
-        prompt_tokens=count("prompt_eval_count"),
-        completion_tokens=count("eval_count"),
+        prompt_tokens=int_field(event, "prompt_eval_count"),
+        completion_tokens=int_field(event, "eval_count"),
         done_reason=event.get("done_reason") if isinstance(event.get("done_reason"), str) else None,
-        total_duration_ns=count("total_duration"),
-        eval_duration_ns=count("eval_duration"),
+        eval_duration_ns=int_field(event, "eval_duration"),
     )

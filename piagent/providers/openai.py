@@ -11,7 +11,7 @@ import requests
 from ..errors import UpstreamBusy, UpstreamError
 from ..memory import Message
 from .base import ChatStats, GenerationOptions, Timeouts
-from .http import UpstreamClient, UpstreamResponse
+from .http import UpstreamClient, UpstreamResponse, int_field, wire_messages
 from .sse import MalformedEvent, iter_sse_data
 
 SERVER = "the OpenAI-compatible server"
@@ -39,7 +39,7 @@ class OpenAIProvider:
         # The context size is the server's own setting: the API has no field for it.
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": wire_messages(messages),
             "stream": stream,
             "temperature": options.temperature,
             "max_tokens": options.max_tokens,
@@ -167,13 +167,9 @@ def _usage(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stats(usage: dict[str, Any], finish_reason: str | None) -> ChatStats:
-    def count(key: str) -> int | None:
-        value = usage.get(key)
-        return value if isinstance(value, int) else None
-
     return ChatStats(
-        prompt_tokens=count("prompt_tokens"),
-        completion_tokens=count("completion_tokens"),
+        prompt_tokens=int_field(usage, "prompt_tokens"),
+        completion_tokens=int_field(usage, "completion_tokens"),
         done_reason=finish_reason,
     )
 
