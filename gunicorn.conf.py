@@ -22,7 +22,15 @@ bind = _env.get("BIND") or "127.0.0.1:8000"
 # worker's RAM, where a second worker would not see them, so it stays at one; the
 # sqlite and redis backends are shared, and any number of workers may use them.
 workers = int(_env.get("WEB_CONCURRENCY") or 1)
-_memory_on = (_env.get("ENABLE_MEMORY") or "true").lower() not in ("0", "false", "no", "n")
+# The words the app's settings (pydantic) read as false; the app itself rejects any other.
+_memory_on = (_env.get("ENABLE_MEMORY") or "true").lower() not in (
+    "0",
+    "f",
+    "false",
+    "n",
+    "no",
+    "off",
+)
 if workers > 1 and _memory_on and (_env.get("MEMORY_BACKEND") or "memory") == "memory":
     print(
         f"piagent: running 1 worker, not WEB_CONCURRENCY={workers}: with MEMORY_BACKEND=memory "

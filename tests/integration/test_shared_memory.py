@@ -190,6 +190,12 @@ def test_sqlite_conversation_continues_after_a_restart(fake, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("off", ["false", "off"])
+def test_without_memory_every_worker_asked_for_runs(fake, tmp_path, off):
+    with gunicorn(base_env(fake, WEB_CONCURRENCY="2", ENABLE_MEMORY=off), tmp_path) as server:
+        assert len(worker_pids(server.pid)) == 2
+
+
 def test_in_process_memory_keeps_one_worker_and_says_why(fake, tmp_path):
     with gunicorn(base_env(fake, WEB_CONCURRENCY="3"), tmp_path) as server:
         assert len(worker_pids(server.pid)) == 1
