@@ -36,6 +36,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fake_upstream import fake_process  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
 from tests.servers import gunicorn, wait_until  # noqa: E402
 
@@ -82,11 +83,6 @@ def sequential_ms(call: Callable[[], object], count: int) -> float:
         call()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def row(name: str, ours: float, baseline: float, target: str = "") -> None:

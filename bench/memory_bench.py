@@ -19,60 +19,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fake_ollama import FakeOllama  # noqa: E402
+from bench.fake_upstream import fake_process  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
 from tests.servers import gunicorn  # noqa: E402
 
-MODEL = "qwen2.5:3b-instruct"
+ANSWER = ["Sure", ", here", " is", " a", " short", " answer", "."]
 TARGET_ADDED_P50_MS = 2.0
 TARGET_RSS_MB = 150.0
 CONVERSATIONS_FOR_RSS = 100_000
-
-
-# --- processes under test -------------------------------------------------------------
-
-
-def _serve_fake(url_out, stop) -> None:
-    with FakeOllama(models={MODEL}) as fake:
-        fake.behave(tokens=["Sure", ", here", " is", " a", " short", " answer", "."])
-        url_out.send(fake.url)
-        stop.wait()
-
-
-@contextmanager
-def fake_ollama() -> Iterator[str]:
-    """The fake Ollama in a process of its own, so it does not share our GIL."""
-    receive, send = multiprocessing.Pipe(duplex=False)
-    stop = multiprocessing.Event()
-    process = multiprocessing.Process(target=_serve_fake, args=(send, stop), daemon=True)
-    process.start()
-    try:
-        yield receive.recv()
-    finally:
-        stop.set()
-        process.join(timeout=10)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # --- latency and throughput ---------------------------------------------------------------
@@ -124,7 +91,11 @@ def latency_phase(quick: bool) -> list[str]:
     """Every backend served at once and measured in alternating rounds, so that the noise
     of a shared machine falls on all of them alike."""
     rounds, per_round, clients, per_client = (4, 50, 8, 25) if quick else (10, 100, 16, 50)
-    with tempfile.TemporaryDirectory() as tmp, fake_ollama() as fake_url, ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_process(tokens=ANSWER) as fake_url,
+        ExitStack() as stack,
+    ):
         tmp_path = Path(tmp)
         try:
             redis_url = stack.enter_context(redis_server(tmp_path)).url

@@ -34,6 +34,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.fake_upstream import fake_process  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
 from tests.servers import RunningServer, gunicorn  # noqa: E402
@@ -101,11 +102,6 @@ def load(call: Callable[[], object], clients: int, count: int) -> tuple[list[flo
     started = time.perf_counter()
     Pool(clients).map(one, range(count))
     return latencies, count / (time.perf_counter() - started)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def chunk_gaps_ms(url: str, path: str, body: dict) -> list[float]:

@@ -21,6 +21,13 @@ def fake() -> Iterator[FakeOllama]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def module_fake() -> Iterator[FakeOllama]:
+    """One fake for a module's real servers, started once; a module's own `fake` resets it."""
+    with FakeOllama(models={MODEL}) as server:
+        yield server
+
+
 @pytest.fixture
 def make_settings(fake: FakeOllama):
     """Settings pointing at the fake, with per-test overrides."""

@@ -259,6 +259,10 @@ class FakeOllama:
         with self._cond:
             return list(self._requests)
 
+    def last_messages(self) -> list[tuple[str, str]]:
+        """(role, content) of each message in the last request, as piagent sent them."""
+        return [(m["role"], m["content"]) for m in self.requests[-1].json["messages"]]
+
     @property
     def generations(self) -> list[Generation]:
         """A snapshot of the /api/chat and /api/generate records, in arrival order."""

@@ -24,21 +24,28 @@ class RawResponse:
         return b"".join(self.chunks)
 
 
+def encode_request(
+    url: str, path: str, body: bytes | dict, headers: dict[str, str] | None = None
+) -> bytes:
+    """The bytes of a POST of `body` (a dict is sent as JSON)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {urlsplit(url).netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(data)}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
 def send_request(
     url: str, path: str, body: bytes | dict, headers: dict[str, str] | None = None
 ) -> socket.socket:
     """POST `body` and return the connected socket, before reading anything."""
     parts = urlsplit(url)
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    head = [
-        f"POST {path} HTTP/1.1",
-        f"Host: {parts.netloc}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(data)}",
-        *(f"{k}: {v}" for k, v in (headers or {}).items()),
-    ]
-    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+    sock.sendall(encode_request(url, path, body, headers))
     return sock
 
 
@@ -86,3 +93,15 @@ def _read_chunks(reader, response: RawResponse, max_chunks: int | None) -> None:
             return
         response.chunks.append(data)
         response.arrival_times.append(time.monotonic())
+
+
+def sse_events(raw: bytes) -> tuple[list[dict], list[str]]:
+    """Split an SSE body into its data objects and its comments."""
+    events, comments = [], []
+    for block in raw.decode().split("\n\n"):
+        for line in block.splitlines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+            elif line.startswith(":"):
+                comments.append(line)
+    return events, comments

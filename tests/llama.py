@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import selectors
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import REPO, is_healthy, wait_until
+from tests.servers import REPO, is_healthy, stop_process, wait_until
 
 START_TIMEOUT_S = 60
 
@@ -33,12 +32,7 @@ def llama_server(log_dir: Path, *, seed: int = 42) -> Iterator[str]:
         yield url
     finally:
         process.stdin.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=15)
 
 
 def _read_url(process: subprocess.Popen, log_path: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.components import require_program
-from tests.servers import RunningServer, wait_until
+from tests.servers import RunningServer, stop_process, wait_until
 
 _MAIN_CONF = """\
 daemon off;
@@ -29,12 +28,6 @@ http {{
     include {root}/site.conf;
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -74,8 +67,7 @@ def nginx(site_conf: str, root: Path) -> Iterator[RunningServer]:
         wait_until(listening, 10, what="nginx to listen")
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+        stop_process(process, timeout=10)
 
 
 def _listen_port(site_conf: str) -> int:

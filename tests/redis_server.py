@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -10,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.components import require_program
-from tests.nginx import free_port
-from tests.servers import RunningServer, wait_until
+from tests.servers import RunningServer, free_port, stop_process, wait_until
 
 
 @contextmanager
@@ -42,8 +40,7 @@ def redis_server(root: Path) -> Iterator[RunningServer]:
         wait_until(answering, 10, what="redis-server to answer")
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+        stop_process(process, timeout=10)
 
 
 def _pong(port: int) -> bool:

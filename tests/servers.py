@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ from functools import partial
 from pathlib import Path
 
 import requests
+
+from tests.fake_ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"Listening at: http://([\d.]+:\d+)")
@@ -32,6 +35,13 @@ class RunningServer:
     def log(self) -> str:
         """What the server wrote to stderr so far."""
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(condition, timeout: float, interval: float = 0.01, what: str = "condition"):
@@ -99,13 +109,32 @@ def gunicorn(
         wait_until(lambda: is_healthy(server.url), 20, what="the worker to boot")
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=15)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the process if it still runs and wait; kill it if it outlasts `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def history_sent_after(
+    server: RunningServer, fake: FakeOllama, conversation_id: str
+) -> list[tuple[str, str]]:
+    """Ask once more in the conversation; return the remembered turns piagent sent the fake."""
+    fake.behave(tokens=["ok"])
+    reply = requests.post(
+        f"{server.url}/chat",
+        json={"message": "again", "conversation_id": conversation_id},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    return fake.last_messages()[1:-1]
 
 
 def is_healthy(url: str) -> bool:

@@ -11,17 +11,9 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
-from tests.http_raw import RawResponse, read_response, send_request
+from tests.http_raw import RawResponse, encode_request, read_response, send_request
 from tests.prom import scrape, value
-from tests.servers import gunicorn, wait_until
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
+from tests.servers import gunicorn, history_sent_after, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +30,7 @@ def fake(module_fake):
 
 
 def remembered(server, fake, conversation_id: str) -> list[str]:
-    """The remembered messages piagent sends Ollama for this conversation now."""
-    reply = requests.post(
-        f"{server.url}/chat",
-        json={"message": "again", "conversation_id": conversation_id},
-        timeout=10,
-    )
-    assert reply.status_code == 200
-    return [m["content"] for m in fake.requests[-1].json["messages"][1:-1]]
-
-
-def chat_request(server, conversation_id: str) -> bytes:
-    body = json.dumps({"message": "hi", "conversation_id": conversation_id}).encode()
-    head = (
-        f"POST /chat HTTP/1.1\r\nHost: {server.url[7:]}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    return [text for _, text in history_sent_after(server, fake, conversation_id)]
 
 
 def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
@@ -69,9 +45,12 @@ def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
 
     def send(conversation_id: str) -> None:
         sock = sockets[conversation_id]
+        request = encode_request(
+            server.url, "/chat", {"message": "hi", "conversation_id": conversation_id}
+        )
         start.wait()
         sent_at = time.monotonic()
-        sock.sendall(chat_request(server, conversation_id))
+        sock.sendall(request)
         response = read_response(sock)
         results[conversation_id] = (response, time.monotonic() - sent_at)
 
@@ -101,7 +80,6 @@ def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
         == 5
     )
 
-    fake.behave(tokens=["ok"])
     for conversation_id in refused:
         assert remembered(server, fake, conversation_id) == []
     for conversation_id in served:

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import requests
 
 from piagent import create_app
-from tests.http_raw import read_response, send_request
+from tests.http_raw import read_response, send_request, sse_events
+from tests.prom import scrape, value
 from tests.servers import waitress_server
-
-
-def sse_events(raw: bytes) -> tuple[list[dict], list[str]]:
-    events, comments = [], []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("data: "):
-            events.append(json.loads(block[6:]))
-        elif block.startswith(":"):
-            comments.append(block)
-    return events, comments
-
-
-def queue_depth(url: str) -> float:
-    text = requests.get(f"{url}/metrics", timeout=5).text
-    return float(text.split("\npiagent_queue_depth ")[1].split()[0])
 
 
 def test_second_message_on_a_busy_conversation_is_409_not_queued(make_settings, fake):
@@ -35,7 +19,7 @@ def test_second_message_on_a_busy_conversation_is_409_not_queued(make_settings, 
             f"{server.url}/chat", json={"message": "second", "conversation_id": "c"}, timeout=10
         )
         assert second.status_code == 409
-        assert queue_depth(server.url) == 0
+        assert value(scrape(server.url), "piagent_queue_depth") == 0
         with holder:
             assert read_response(holder).status == 200
     assert len(fake.generations) == 1

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import pytest
 
 from piagent import create_app
 from tests.conftest import MODEL
+from tests.servers import free_port
 
 
 def chat(client, **body):
@@ -83,16 +83,12 @@ def test_stream_request_asks_ollama_to_stream(client, fake):
 # --- memory across requests ------------------------------------------------------------
 
 
-def sent_messages(fake) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"]]
-
-
 def test_second_message_carries_the_first_exchange(client, fake):
     fake.behave(tokens=["first answer"])
     chat(client, message="first", conversation_id="c1")
     fake.behave(tokens=["second answer"])
     chat(client, message="second", conversation_id="c1", stream=True).get_data()
-    assert sent_messages(fake)[1:] == [
+    assert fake.last_messages()[1:] == [
         ("user", "first"),
         ("assistant", "first answer"),
         ("user", "second"),
@@ -103,13 +99,13 @@ def test_streamed_reply_is_remembered_whole(client, fake):
     fake.behave(tokens=["a", "b"], final_text="c")
     chat(client, message="q", conversation_id="c2", stream=True).get_data()
     chat(client, message="next", conversation_id="c2")
-    assert sent_messages(fake)[1:3] == [("user", "q"), ("assistant", "abc")]
+    assert fake.last_messages()[1:3] == [("user", "q"), ("assistant", "abc")]
 
 
 def test_conversations_do_not_mix(client, fake):
     chat(client, message="for A", conversation_id="A")
     chat(client, message="for B", conversation_id="B")
-    assert sent_messages(fake)[1:] == [("user", "for B")]
+    assert fake.last_messages()[1:] == [("user", "for B")]
 
 
 def test_memory_keeps_only_the_last_turns(make_settings, fake):
@@ -117,7 +113,7 @@ def test_memory_keeps_only_the_last_turns(make_settings, fake):
     for i in range(3):
         fake.behave(tokens=[f"a{i}"])
         chat(client, message=f"q{i}", conversation_id="m")
-    assert sent_messages(fake)[1:] == [("user", "q1"), ("assistant", "a1"), ("user", "q2")]
+    assert fake.last_messages()[1:] == [("user", "q1"), ("assistant", "a1"), ("user", "q2")]
 
 
 def test_disabled_memory_neither_reads_nor_writes(make_settings, fake):
@@ -125,7 +121,7 @@ def test_disabled_memory_neither_reads_nor_writes(make_settings, fake):
     client = app.test_client()
     chat(client, message="one", conversation_id="x")
     chat(client, message="two", conversation_id="x")
-    assert sent_messages(fake)[1:] == [("user", "two")]
+    assert fake.last_messages()[1:] == [("user", "two")]
     assert app.extensions["piagent"].memory is None
 
 
@@ -134,14 +130,14 @@ def test_failed_reply_is_not_remembered_so_a_retry_does_not_duplicate(client, fa
     assert chat(client, message="q", conversation_id="r").status_code == 502
     fake.behave(tokens=["ok"])
     chat(client, message="q", conversation_id="r")
-    assert sent_messages(fake)[1:] == [("user", "q")]
+    assert fake.last_messages()[1:] == [("user", "q")]
 
 
 def test_empty_reply_is_not_remembered(client, fake):
     fake.behave(tokens=[], final_text="")
     assert chat(client, message="q", conversation_id="e").get_json()["reply"] == ""
     chat(client, message="q2", conversation_id="e")
-    assert sent_messages(fake)[1:] == [("user", "q2")]
+    assert fake.last_messages()[1:] == [("user", "q2")]
 
 
 # --- the SPEC's error table ------------------------------------------------------------
@@ -223,9 +219,7 @@ def test_wrong_method_is_json_405_with_allow(client):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_unreachable_ollama_is_502(make_settings, stream):
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     client = create_app(make_settings(ollama_host=f"http://127.0.0.1:{port}")).test_client()
     response = chat(client, stream=stream)
     assert response.status_code == 502

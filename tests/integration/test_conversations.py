@@ -11,7 +11,7 @@ from piagent import create_app
 from piagent.budget import estimate_tokens
 from piagent.errors import StreamInterrupted
 from piagent.memory import Message
-from tests.nginx import free_port
+from tests.servers import free_port
 
 BACKENDS = ["memory", "sqlite", "redis"]
 
@@ -44,10 +44,6 @@ def client(build_client):
 
 def chat(client, message="hi", **body):
     return client.post("/chat", json={"message": message, **body})
-
-
-def sent(fake) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"]]
 
 
 # --- GET and DELETE /conversations/<id> ---------------------------------------------------
@@ -89,7 +85,7 @@ def test_delete_forgets_the_conversation(client, fake):
     assert response.data == b""
     assert client.get("/conversations/gone").status_code == 404
     chat(client, "again", conversation_id="gone")
-    assert sent(fake)[1:] == [("user", "again")]
+    assert fake.last_messages()[1:] == [("user", "again")]
 
 
 @pytest.mark.parametrize("bad_id", ["a%20b", "x" * 129, "semi;colon", "%C3%A9"])
@@ -124,7 +120,7 @@ def test_a_conversation_outgrowing_the_context_keeps_the_system_prompt_and_newes
     for i in range(8):
         fake.behave(tokens=[f"answer {i} ".ljust(60, "a")])
         chat(client, f"question {i} ".ljust(60, "q"), conversation_id="long")
-    messages = sent(fake)
+    messages = fake.last_messages()
     assert messages[0][0] == "system"
     assert messages[-1] == ("user", "question 7 ".ljust(60, "q"))
     history = messages[1:-1]
@@ -174,7 +170,7 @@ def test_a_model_counting_more_tokens_than_estimated_makes_the_trim_deeper(build
     fake.behave(tokens=["r" * 60])
     chat(client, "after".ljust(60, "q"), conversation_id="learn")
     assert history_sent(fake) < before
-    assert sent(fake)[-2] == ("assistant", "r" * 60)  # still the newest exchange
+    assert fake.last_messages()[-2] == ("assistant", "r" * 60)  # still the newest exchange
 
 
 def test_a_model_counting_fewer_tokens_than_estimated_lets_more_history_in(build_client, fake):

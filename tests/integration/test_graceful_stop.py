@@ -6,20 +6,11 @@ import os
 import signal
 import socket
 
-import pytest
-
-from tests.conftest import MODEL
 from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
 from tests.servers import gunicorn, wait_until
 
 TOKENS = [f"t{i} " for i in range(6)]
-
-
-@pytest.fixture
-def fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 def refuses_connections(url: str) -> bool:

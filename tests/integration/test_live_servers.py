@@ -11,18 +11,10 @@ import requests
 
 from piagent import create_app
 from piagent.settings import Settings
-from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
-from tests.servers import REPO, gunicorn, waitress_server
+from tests.servers import REPO, gunicorn, history_sent_after, waitress_server
 
 TOKENS = [f"t{i} " for i in range(40)]
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "waitress"])
@@ -46,19 +38,6 @@ def fake(module_fake):
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def history_sent_after(server, fake, conversation_id: str) -> list[tuple[str, str]]:
-    """Ask once more in the conversation and return the remembered turns Ollama was sent."""
-    fake.behave(tokens=["ok"])
-    reply = requests.post(
-        f"{server.url}/chat",
-        json={"message": "again", "conversation_id": conversation_id},
-        timeout=10,
-    )
-    assert reply.status_code == 200
-    messages = fake.requests[-1].json["messages"]
-    return [(m["role"], m["content"]) for m in messages[1:-1]]
 
 
 def test_stream_relays_each_fragment_in_its_own_chunk(server, fake):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import requests
 
 from piagent import create_app
-from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
-from tests.nginx import free_port
 from tests.prom import samples, scrape, value
-from tests.servers import gunicorn, wait_until, waitress_server
+from tests.servers import free_port, gunicorn, wait_until, waitress_server
 
 
 def chat(url: str, **body) -> requests.Response:
@@ -82,14 +78,7 @@ def test_exposition_is_prometheus_text(client):
         assert expected in names
 
 
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
-
-
-def test_two_workers_report_the_sum_of_both(module_fake, tmp_path):
-    fake = module_fake
+def test_two_workers_report_the_sum_of_both(fake, tmp_path):
     fake.behave(tokens=["x", "y"])
     env = {
         "OLLAMA_HOST": fake.url,

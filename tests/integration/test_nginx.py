@@ -10,20 +10,12 @@ from itertools import pairwise
 import pytest
 import requests
 
-from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
-from tests.nginx import default_buffering_site, free_port, nginx, shipped_site
-from tests.servers import gunicorn
+from tests.nginx import default_buffering_site, nginx, shipped_site
+from tests.servers import free_port, gunicorn
 
 PACE_S = 0.05
 TOKENS = [f"tok{i} " for i in range(8)]
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

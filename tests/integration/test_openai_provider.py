@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -11,7 +10,7 @@ from piagent import create_app
 from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request
-from tests.servers import gunicorn, waitress_server
+from tests.servers import free_port, gunicorn, waitress_server
 
 TOKENS = [f"w{i} " for i in range(20)]
 
@@ -175,9 +174,7 @@ def test_busy_or_rate_limited_is_503_passing_on_retry_after(client, upstream, st
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_unreachable_server_is_502_naming_the_variable(settings_for, stream):
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     client = create_app(settings_for(openai_base_url=f"http://127.0.0.1:{port}/v1")).test_client()
     response = chat(client, stream=stream)
     assert response.status_code == 502

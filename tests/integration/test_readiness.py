@@ -12,7 +12,7 @@ from tests.conftest import MODEL
 from tests.fake_ollama import FakeOllama
 from tests.fake_openai import MODEL as OPENAI_MODEL
 from tests.fake_openai import FakeOpenAI
-from tests.nginx import free_port
+from tests.servers import free_port
 
 
 def tags_requests(fake: FakeOllama) -> int:

@@ -11,17 +11,10 @@ import requests
 
 from piagent import create_app
 from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
 from tests.servers import gunicorn, wait_until
 
 SECRET_MESSAGE = "my-bank-pin-is-4321"
 SECRET_REPLY = "noted-4321"
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

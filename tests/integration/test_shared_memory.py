@@ -11,7 +11,6 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import MODEL
 from tests.fake_ollama import FakeOllama
 from tests.servers import gunicorn
 
@@ -20,12 +19,6 @@ TURNS = 10
 # The worker's pid and the conversation of every answer, to see who served what.
 ACCESS_FORMAT = ("--access-logformat", '%(p)s %({x-conversation-id}o)s "%(r)s" %(s)s')
 _ACCESS_LINE = re.compile(r"^<?(\d+)>? (\S+) \"POST /chat ", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,18 +14,11 @@ import requests
 from piagent import create_app
 from piagent.errors import StreamInterrupted
 from tests.conftest import MODEL
-from tests.fake_ollama import FakeOllama
-from tests.http_raw import read_head, read_response, send_request
-from tests.servers import gunicorn
+from tests.http_raw import read_head, read_response, send_request, sse_events
+from tests.servers import gunicorn, history_sent_after
 
 # A disconnect must reach Ollama within this many seconds (the issue's bound).
 CANCEL_BOUND_S = 0.05
-
-
-@pytest.fixture(scope="module")
-def module_fake():
-    with FakeOllama(models={MODEL}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +45,6 @@ def body(**fields) -> dict:
     return {"message": "hi", "conversation_id": uuid.uuid4().hex, **fields}
 
 
-def remembered(server, fake, conversation_id: str) -> list[tuple[str, str]]:
-    """The turns piagent sends Ollama for this conversation now."""
-    fake.behave(tokens=["ok"])
-    reply = requests.post(
-        f"{server.url}/chat",
-        json={"message": "again", "conversation_id": conversation_id},
-        timeout=10,
-    )
-    assert reply.status_code == 200
-    messages = fake.requests[-1].json["messages"]
-    return [(m["role"], m["content"]) for m in messages[1:-1]]
-
-
 def close_and_time(sock) -> float:
     closed_at = time.monotonic()
     sock.close()
@@ -85,7 +65,7 @@ def test_stream_client_leaving_mid_stream_closes_upstream_at_once(server, fake):
     generation = fake.wait_for_client_close(timeout=5)
     assert generation.client_closed_at - closed_at < CANCEL_BOUND_S
     assert generation.tokens_sent == 1
-    assert remembered(server, fake, request["conversation_id"]) == [
+    assert history_sent_after(server, fake, request["conversation_id"]) == [
         ("user", "hi"),
         ("assistant", "a "),
     ]
@@ -105,7 +85,7 @@ def test_stream_client_leaving_before_first_token_closes_upstream_at_once(server
     generation = fake.wait_for_client_close(timeout=5)
     assert generation.client_closed_at - closed_at < CANCEL_BOUND_S
     assert generation.tokens_sent == 0
-    assert remembered(server, fake, request["conversation_id"]) == []
+    assert history_sent_after(server, fake, request["conversation_id"]) == []
 
 
 def test_non_stream_client_leaving_closes_upstream_at_once(server, fake):
@@ -117,7 +97,7 @@ def test_non_stream_client_leaving_closes_upstream_at_once(server, fake):
 
     generation = fake.wait_for_client_close(timeout=5)
     assert generation.client_closed_at - closed_at < CANCEL_BOUND_S
-    assert remembered(server, fake, request["conversation_id"]) == []
+    assert history_sent_after(server, fake, request["conversation_id"]) == []
 
 
 def test_worker_keeps_serving_after_cancellations(server, fake):
@@ -133,18 +113,6 @@ def test_worker_keeps_serving_after_cancellations(server, fake):
 
 
 # --- SSE and NDJSON -------------------------------------------------------------------
-
-
-def sse_events(raw: bytes) -> tuple[list[dict], list[str]]:
-    """Split an SSE body into its data objects and its comments."""
-    events, comments = [], []
-    for block in raw.decode().split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[len("data: ") :]))
-            elif line.startswith(":"):
-                comments.append(line)
-    return events, comments
 
 
 def structured_events(server, accept: str, request: dict) -> list[dict]:
@@ -192,7 +160,7 @@ def test_failure_after_start_ends_with_an_error_event_and_saves_nothing(server, 
     events = structured_events(server, accept, request)
     assert [e["type"] for e in events] == ["delta", "delta", "error"]
     assert "GPU on fire" in events[-1]["detail"]
-    assert remembered(server, fake, request["conversation_id"]) == []
+    assert history_sent_after(server, fake, request["conversation_id"]) == []
 
 
 def test_sse_sends_heartbeats_while_waiting_for_the_first_token(server, fake):

@@ -27,10 +27,6 @@ def events(response) -> list:
     return [d if d == "[DONE]" else json.loads(d) for d in data]
 
 
-def sent_messages(fake) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"]]
-
-
 def system_prompt(client, agent: str) -> str:
     return client.application.extensions["piagent"].agents[agent].system_prompt
 
@@ -79,7 +75,7 @@ def test_stream_with_include_usage_ends_with_a_usage_chunk(client, fake):
 
 def test_the_agent_named_by_model_supplies_the_system_prompt(client, fake):
     complete(client, model="shell")
-    assert sent_messages(fake) == [("system", system_prompt(client, "shell")), ("user", "hi")]
+    assert fake.last_messages() == [("system", system_prompt(client, "shell")), ("user", "hi")]
 
 
 @pytest.mark.parametrize("role", ["system", "developer"])
@@ -91,7 +87,7 @@ def test_clients_own_system_message_replaces_the_agents(client, fake, role):
         {"role": "user", "content": [{"type": "text", "text": "more"}]},
     ]
     complete(client, model="shell", messages=history)
-    assert sent_messages(fake) == [
+    assert fake.last_messages() == [
         ("system", "Talk like a pirate."),
         ("user", "hi"),
         ("assistant", "Arr."),
@@ -102,7 +98,7 @@ def test_clients_own_system_message_replaces_the_agents(client, fake, role):
 def test_requests_are_stateless(client, fake):
     complete(client)
     complete(client, messages=[{"role": "user", "content": "again"}])
-    assert sent_messages(fake)[1:] == [("user", "again")]
+    assert fake.last_messages()[1:] == [("user", "again")]
     assert len(client.application.extensions["piagent"].memory) == 0
 
 
@@ -113,7 +109,7 @@ def test_long_history_is_trimmed_to_the_context_budget_oldest_first(make_setting
         for i in range(20)
     ] + [{"role": "user", "content": "newest"}]
     complete(client, messages=history)
-    sent = sent_messages(fake)
+    sent = fake.last_messages()
     assert sent[0][0] == "system" and sent[-1] == ("user", "newest")
     assert 2 < len(sent) < len(history)
     assert sent[1][0] == "user"

@@ -10,8 +10,7 @@ import requests
 from piagent import create_app
 from piagent.settings import ConfigError, load_settings
 from tests.conftest import MODEL
-from tests.nginx import free_port
-from tests.servers import gunicorn, wait_until
+from tests.servers import free_port, gunicorn, wait_until
 
 
 @pytest.mark.parametrize(
