@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import requests
@@ -149,17 +148,26 @@ def is_healthy(url: str) -> bool:
 def waitress_server(app) -> Iterator[RunningServer]:
     """Serve `app` with waitress (threads, no gevent) in this process."""
     from waitress.server import create_server
-    from waitress.wasyncore import close_all
+    from waitress.wasyncore import close_all, loop
 
     server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        # server.run() with a way out: closing from another thread races the loop's
+        # select() on the same sockets, and waking it through waitress's trigger pipe
+        # fails when a racing close has already shut the pipe. So the loop itself looks
+        # for the stop between polls and closes everything, keep-alive connections too.
+        while not stopping.is_set():
+            loop(timeout=0.05, use_poll=server.adj.asyncore_use_poll, map=server._map, count=1)
+        close_all(server._map)
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         host, port = server.socket.getsockname()[:2]
         yield RunningServer(url=f"http://{host}:{port}")
     finally:
-        # Closing from this thread races the server's select() on the same sockets, and
-        # leaves keep-alive connections open: close everything from inside its loop.
-        server.trigger.pull_trigger(partial(close_all, server._map))
+        stopping.set()
         thread.join(timeout=5)
         server.task_dispatcher.shutdown()
