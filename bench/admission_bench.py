@@ -140,7 +140,7 @@ def live(rounds: int) -> None:
 def in_process(count: int) -> None:
     """piagent's hooks per request: its /health against a bare Flask app's, no sockets."""
     from bench.floor_app import app as floor
-    from piagent import create_app
+    from piagent.app import create_app
     from piagent.settings import Settings
 
     logging.getLogger("piagent").handlers.clear()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama
 from tests.redis_server import redis_server

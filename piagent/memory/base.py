@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import ApiError
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat message as the model sees it."""
-
-    role: str  # "system", "user" or "assistant"
-    content: str
+from ..messages import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +39,6 @@ class MemoryLimits:
     def kept_messages(self) -> int:
         """Messages kept per conversation: whole exchanges only, so never a lone reply."""
         return self.max_messages - self.max_messages % 2
-
-
-class MemoryUnavailable(ApiError):
-    """The store (a SQLite file, a Redis server) cannot be used right now."""
-
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..errors import MemoryUnavailable
 from .base import (
     MemoryLimits,
-    MemoryUnavailable,
     Message,
     NewExchange,
     Recollection,

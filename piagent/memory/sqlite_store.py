@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import MemoryUnavailable
 from .base import (
     MemoryLimits,
-    MemoryUnavailable,
     Message,
     NewExchange,
     Recollection,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.http_raw import read_response, send_request, sse_events
 from tests.prom import scrape, value
 from tests.servers import waitress_server

@@ -9,8 +9,8 @@ import socket
 import openai
 import pytest
 
-from piagent import create_app
-from piagent.auth import PUBLIC_ENDPOINTS
+from piagent.app import create_app
+from piagent.http.auth import PUBLIC_ENDPOINTS
 from tests.http_raw import read_response
 from tests.servers import gunicorn, waitress_server
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.conftest import MODEL
 from tests.servers import free_port
 

@@ -7,10 +7,10 @@ from datetime import datetime
 import pytest
 import redis
 
-from piagent import create_app
-from piagent.budget import estimate_tokens
-from piagent.errors import StreamInterrupted
-from piagent.memory import Message
+from piagent.app import create_app
+from piagent.chat.budget import estimate_tokens
+from piagent.http.relay import StreamInterrupted
+from piagent.memory.base import Message
 from tests.servers import free_port
 
 BACKENDS = ["memory", "sqlite", "redis"]

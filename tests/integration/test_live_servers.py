@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.http_raw import read_response, send_request
 from tests.servers import REPO, gunicorn, history_sent_after, waitress_server

@@ -9,16 +9,11 @@ import uuid
 import pytest
 import redis
 
-from piagent.memory import (
-    InProcessStore,
-    MemoryLimits,
-    Message,
-    NewExchange,
-    Recollection,
-    SqliteStore,
-    StoredMessage,
-)
+from piagent.memory.base import MemoryLimits, NewExchange, Recollection, StoredMessage
+from piagent.memory.in_process import InProcessStore
 from piagent.memory.redis_store import RedisStore
+from piagent.memory.sqlite_store import SqliteStore
+from piagent.messages import Message
 from tests.servers import wait_until
 
 BACKENDS = ["memory", "sqlite", "redis"]

@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.http_raw import read_response, send_request
 from tests.prom import samples, scrape, value
 from tests.servers import free_port, gunicorn, wait_until, waitress_server

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request

@@ -9,7 +9,7 @@ import re
 import pytest
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.conftest import MODEL
 from tests.servers import gunicorn, wait_until
 

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import requests
 
-from piagent import create_app
-from piagent.errors import StreamInterrupted
+from piagent.app import create_app
+from piagent.http.relay import StreamInterrupted
 from tests.conftest import MODEL
 from tests.http_raw import read_head, read_response, send_request, sse_events
 from tests.servers import gunicorn, history_sent_after

@@ -7,7 +7,7 @@ import logging
 import pytest
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import ConfigError, load_settings
 from tests.conftest import MODEL
 from tests.servers import free_port, gunicorn, wait_until

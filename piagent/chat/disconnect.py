@@ -18,13 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import ApiError
-
-
-class ClientGone(ApiError):
-    """The client closed its connection; nobody is left to answer."""
-
-    status = 499  # nginx's "client closed request"; only ever seen in access logs
+from ..errors import ClientGone
 
 
 def _gevent_client_socket(environ: Mapping[str, Any]) -> socket.socket | None:

@@ -6,26 +6,27 @@ neither read nor written; the history is trimmed to the context budget instead.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from ..agents import find_agent
-from ..budget import trim_to_budget
-from ..disconnect import DisconnectWatch
-from ..memory import Message
-from ..model_call import admit_and_observe
-from ..relay import Exchange, collect_reply, stream_reply
-from ..state import get_state
-from ..stream_formats import STREAM_HEADERS
-from ..trace import current_trace
-from ..v1_format import ChunkFormat, Completion, model_entry
-from ..v1_schemas import CompletionRequest
-from .body import parse_body
+from ..chat.budget import trim_to_budget
+from ..http.body import parse_body
+from ..http.errors import use_error_shape
+from ..http.relay import collect_reply, new_generation, stream_body
+from ..http.state import get_state
+from ..http.stream_formats import STREAM_HEADERS
+from ..http.trace import current_trace
+from ..messages import Message
+from .errors import openai_shape
+from .format import ChunkFormat, Completion, model_entry
+from .schemas import CompletionRequest
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
+use_error_shape(bp, openai_shape)
 
 
 @bp.get("/models")
@@ -60,17 +61,15 @@ def chat_completions() -> Response:
     messages = trim_to_budget(messages, options.ctx_tokens - options.max_tokens)
 
     completion = Completion(model=agent.name)
-    exchange = Exchange(conversation_id=completion.id, model=agent.model)
     current_trace().chat(agent, None, messages[-1].content)
-    open_upstream = admit_and_observe(
-        partial(state.provider.open_chat, messages, agent.model, options, stream=body.stream)
-    )
-    watch = DisconnectWatch(request.environ)
-
-    if body.stream:
-        fmt = ChunkFormat.for_completion(completion, include_usage=body.include_usage)
-        chunks = stream_reply(open_upstream, watch, fmt, exchange, state.settings.sse_heartbeat_s)
-        return Response(chunks, content_type=fmt.content_type, headers=STREAM_HEADERS)
-
-    text, stats = collect_reply(open_upstream, watch, exchange)
+    call = (messages, agent.model, options)
+    with ExitStack() as owner:
+        generation = new_generation(stream=body.stream)
+        owner.callback(generation.close)
+        if body.stream:
+            fmt = ChunkFormat.for_completion(completion, include_usage=body.include_usage)
+            chunks = stream_body(generation, call, fmt, state.settings.sse_heartbeat_s)
+            owner.pop_all()  # from here the response body closes the generation
+            return Response(chunks, content_type=fmt.content_type, headers=STREAM_HEADERS)
+        text, stats = collect_reply(generation, call)
     return jsonify(completion.whole(text, stats))

@@ -16,12 +16,11 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import Overloaded
-from .providers.base import ChatStats, ChatStream
+from ..errors import Overloaded
 
 # Retry-After bounds, in seconds; the default applies before any generation has finished.
 _RETRY_AFTER_MIN, _RETRY_AFTER_MAX, _RETRY_AFTER_DEFAULT = 1, 60, 5
@@ -125,19 +124,6 @@ class AdmissionGate:
         self._observer.admitted(now - started)
         return Slot(self, now)
 
-    def admit(self, open_upstream: Callable[[], ChatStream]) -> Callable[[], ChatStream]:
-        """Wrap an upstream opener so it waits for a place and holds it until the reply closes."""
-
-        def open_admitted() -> ChatStream:
-            slot = self.acquire()
-            try:
-                return _SlotStream(open_upstream(), slot)
-            except BaseException:
-                slot.release()
-                raise
-
-        return open_admitted
-
     def _wait(self, ticket: _Ticket) -> None:
         try:
             ticket.ready.wait(self._timeout_s)
@@ -201,26 +187,3 @@ class AdmissionGate:
             f"piagent is busy: {why}; try again in {retry_after} s",
             retry_after_s=retry_after,
         )
-
-
-class _SlotStream:
-    """An upstream reply that gives its place back when it is closed."""
-
-    def __init__(self, upstream: ChatStream, slot: Slot) -> None:
-        self._upstream = upstream
-        self._slot = slot
-
-    @property
-    def stats(self) -> ChatStats | None:
-        """The upstream's stats, once its last fragment is read."""
-        return self._upstream.stats
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._upstream)
-
-    def close(self) -> None:
-        """Close the upstream, then free the place; safe to call more than once."""
-        try:
-            self._upstream.close()
-        finally:
-            self._slot.release()

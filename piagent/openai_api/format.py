@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .agents import Agent
+from ..agents import Agent
+from ..http.stream_formats import FORMATS, SSE, StreamFormat, sse_event
+from ..providers.base import ChatStats
 from .errors import openai_error
-from .providers.base import ChatStats
-from .stream_formats import FORMATS, SSE, StreamFormat, sse_event
 
 _DONE = b"data: [DONE]\n\n"
 

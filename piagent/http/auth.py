@@ -7,11 +7,10 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, g, request
 
-from .errors import Unauthorized
-from .settings import ConfigError, Settings
-from .trace import current_trace
+from ..errors import Unauthorized
+from ..settings import ConfigError, Settings
 
 # Liveness and readiness stay open for load balancers and systemd checks.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "ready.ready"})
@@ -86,12 +85,17 @@ def install_api_keys(app: Flask, keys: ApiKeys) -> None:
     def require_api_key() -> None:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return
-        current_trace().key_id = keys.identify(request.headers.get("Authorization"))
+        g.api_key_id = keys.identify(request.headers.get("Authorization"))
+
+
+def api_key_id() -> str | None:
+    """The id of the key the current request was made with; None when keys are off."""
+    return g.get("api_key_id")
 
 
 def conversation_key(conversation_id: str) -> str:
     """Where a conversation is stored: inside the caller's key's namespace, if keys are on."""
-    key_id = current_trace().key_id
+    key_id = api_key_id()
     # "/" cannot occur in a conversation id, so namespaces never collide with plain ids.
     return conversation_id if key_id is None else f"{key_id}/{conversation_id}"
 

@@ -7,7 +7,7 @@ from typing import TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InvalidRequest
+from .errors import InvalidRequest
 
 Body = TypeVar("Body", bound=BaseModel)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ..errors import NotReady
-from ..state import get_state
+from ..http.state import get_state
 
 bp = Blueprint("ready", __name__)
 

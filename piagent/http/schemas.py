@@ -6,10 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .agents import DEFAULT_AGENT
+from ..agents import DEFAULT_AGENT
+from ..messages import MESSAGE_MAX_CHARS
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-MESSAGE_MAX_CHARS = 4000
 
 
 class ChatRequest(BaseModel):

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from .admission import AdmissionGate
-from .agents import Agent
-from .memory import ConversationStore
-from .metrics import Metrics
-from .providers.base import Provider
-from .readiness import ReadinessProbe
-from .settings import Settings
+from ..agents import Agent
+from ..chat.admission import AdmissionGate
+from ..memory.base import ConversationStore
+from ..ops.metrics import Metrics
+from ..ops.readiness import ReadinessProbe
+from ..providers.base import Provider
+from ..settings import Settings
 
 EXTENSION_KEY = "piagent"
 

@@ -7,11 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import ApiError
+from ..errors import PiagentError
 
 
 class ReadinessProbe:
-    """Runs `check` (which raises an ApiError saying what to do) at most once per `cache_s`."""
+    """Runs `check` (which raises a PiagentError saying what to do) at most once per `cache_s`."""
 
     def __init__(
         self,
@@ -36,7 +36,7 @@ class ReadinessProbe:
                 try:
                     self._check()
                     self._problem = None
-                except ApiError as exc:
+                except PiagentError as exc:
                     self._problem = str(exc.detail)
                 self._checked_at = self._clock()
             return self._problem

@@ -8,23 +8,17 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response
 from pydantic import ValidationError
 
-from ..auth import conversation_key
-from ..conversation import ConversationBusy
-from ..errors import ApiError, InvalidRequest
-from ..memory import ConversationStore
-from ..schemas import ConversationPath, Transcript, TranscriptMessage
-from ..state import get_state
+from ..errors import ConversationBusy, UnknownConversation
+from ..http.auth import conversation_key
+from ..http.errors import InvalidRequest
+from ..http.schemas import ConversationPath, Transcript, TranscriptMessage
+from ..http.state import get_state
+from ..memory.base import ConversationStore
 
 bp = Blueprint("conversations", __name__)
 
 # Forgetting takes a moment; the hold only keeps a reply in flight from saving meanwhile.
 _FORGET_HOLD_S = 30.0
-
-
-class UnknownConversation(ApiError):
-    """No conversation is remembered under this id."""
-
-    status = 404
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -13,7 +13,8 @@ from functools import partial
 
 from flask import Flask, Response, request
 
-from .metrics import Metrics, tokens_per_second
+from ..ops.metrics import Metrics, tokens_per_second
+from .auth import api_key_id
 from .trace import RequestTrace, current_trace
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -48,6 +49,7 @@ def install_request_log(app: Flask, metrics: Metrics, *, log_content: bool) -> N
             method=request.method,
             path=request.path,
             status=response.status_code,
+            key=api_key_id(),
         )
         if response.is_streamed:
             response.call_on_close(done)
@@ -57,20 +59,27 @@ def install_request_log(app: Flask, metrics: Metrics, *, log_content: bool) -> N
 
 
 def _record(
-    trace: RequestTrace, metrics: Metrics, *, route: str, method: str, path: str, status: int
+    trace: RequestTrace,
+    metrics: Metrics,
+    *,
+    route: str,
+    method: str,
+    path: str,
+    status: int,
+    key: str | None,
 ) -> None:
     duration_s = time.monotonic() - trace.started
     try:
         metrics.request_done(route, method, status, duration_s)
         access_log.info(
-            "request", extra={"fields": _fields(trace, method, path, status, duration_s)}
+            "request", extra={"fields": _fields(trace, method, path, status, duration_s, key)}
         )
     except Exception:  # a close callback must never break the server's cleanup
         logging.getLogger("piagent").exception("could not record request %s", trace.request_id)
 
 
 def _fields(
-    trace: RequestTrace, method: str, path: str, status: int, duration_s: float
+    trace: RequestTrace, method: str, path: str, status: int, duration_s: float, key: str | None
 ) -> dict[str, object]:
     stats = trace.stats
     fields: dict[str, object] = {
@@ -87,7 +96,7 @@ def _fields(
         "model": trace.model,
         "conversation_id": trace.conversation_id,
         "outcome": trace.outcome,
-        "key": trace.key_id,
+        "key": key,
     }
     if trace.reply_parts is not None:  # LOG_CONTENT=true
         fields["message"] = trace.message

@@ -12,23 +12,18 @@ import logging
 import time
 import uuid
 
+from ..errors import ConversationBusy, MemoryUnavailable
+from ..memory.base import ConversationStore, NewExchange, Recollection
+from ..messages import Message
+from ..providers.base import ChatStats, GenerationOptions
+from ..settings import Settings
 from .budget import fit_prompt, learned_ratio
-from .errors import ApiError
-from .memory import ConversationStore, MemoryUnavailable, Message, NewExchange, Recollection
-from .providers.base import ChatStats, GenerationOptions
-from .settings import Settings
 
 log = logging.getLogger("piagent")
 
 # Past a request's own time limits, so a hold outlives its request only when the
 # worker died mid-reply; then the conversation is free again after this long.
 _HOLD_MARGIN_S = 30.0
-
-
-class ConversationBusy(ApiError):
-    """Another request on the same conversation is still being answered."""
-
-    status = 409
 
 
 def hold_seconds(settings: Settings, *, stream: bool) -> float:

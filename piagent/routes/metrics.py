@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from ..state import get_state
+from ..http.state import get_state
 
 bp = Blueprint("metrics", __name__)
 

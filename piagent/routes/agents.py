@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint
 
 from ..agents import find_agent
-from ..state import get_state
+from ..http.state import get_state
 
 bp = Blueprint("agents", __name__)
 

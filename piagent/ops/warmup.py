@@ -6,8 +6,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from .errors import UpstreamError
-from .providers.base import Provider
+from ..errors import UpstreamError
+from ..providers.base import Provider
 
 log = logging.getLogger("piagent")
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from .memory import Message
+from ..messages import Message
 
 # Unknown fields (tools, n, logprobs, ...) are ignored, and never forwarded upstream.
 _LENIENT = ConfigDict(strict=True, extra="ignore", frozen=True)

@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
-from .memory import Message
+from ..errors import MessageTooLong
+from ..messages import Message
 
 # English runs at four or more bytes of UTF-8 a token and most other text at three or
 # more (a CJK character is three bytes and rarely more than one token), so three bytes a
@@ -33,10 +33,6 @@ _TOKENS_PER_PROMPT = 8  # the template's own opening and the start of the reply
 RATIO_FLOOR = 0.5
 RATIO_CEILING = 3.0
 _RATIO_MARGIN = 1.1
-
-
-class MessageTooLong(InvalidRequest):
-    """The new message and the agent's prompt alone do not fit the model's context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +71,7 @@ def fit_prompt(
     fixed = _TOKENS_PER_PROMPT + estimate_tokens(system) + estimate_tokens(new)
     if math.ceil(fixed * ratio) > room:
         raise MessageTooLong(
-            [
-                {
-                    "type": "too_long_for_context",
-                    "loc": ["body", "message"],
-                    "msg": f"the message and the agent's instructions need about "
-                    f"{math.ceil(fixed * ratio)} tokens, but the model's context leaves "
-                    f"{room} for them (CTX_TOKENS {ctx_tokens} minus MAX_TOKENS "
-                    f"{max_tokens} for the reply); shorten the message",
-                }
-            ]
+            needed=math.ceil(fixed * ratio), room=room, ctx_tokens=ctx_tokens, max_tokens=max_tokens
         )
     kept: list[list[Message]] = []
     total = fixed
