@@ -21,6 +21,7 @@ from piagent.messages import Message
 from piagent.ops.metrics import Metrics
 from piagent.ops.trace import RequestTrace
 from piagent.providers.base import ChatStats, GenerationOptions
+from tests.unit.test_admission import Recorder
 
 OPTIONS = GenerationOptions(temperature=0.5, ctx_tokens=2048, max_tokens=100)
 CALL = ([Message("user", "hi")], "m", OPTIONS)
@@ -88,31 +89,12 @@ class CountingWatch(DisconnectWatch):
         super().close()
 
 
-class Queue:
-    """An admission gate observer that counts places taken and given back."""
-
-    def __init__(self) -> None:
-        self.changes: list[tuple[int, int]] = []
-
-    def queue_changed(self, active: int, waiting: int) -> None:
-        self.changes.append((active, waiting))
-
-    def rejected(self, reason: str) -> None:
-        pass
-
-    def admitted(self, waited_s: float) -> None:
-        pass
-
-    def left_queue(self) -> None:
-        pass
-
-
 class Setup:
     """One generation and every counter around it."""
 
     def __init__(self, provider: Provider, *, stream: bool = True, queue_max: int = 0) -> None:
         self.store = CountingStore()
-        self.queue = Queue()
+        self.queue = Recorder()
         self.gate = AdmissionGate(slots=1, queue_max=queue_max, timeout_s=5, observer=self.queue)
         self.watch = CountingWatch()
         self.trace = RequestTrace()
@@ -127,6 +109,9 @@ class Setup:
         )
         self.turn = Turn(self.store, "c1", "hello", hold_s=60)
         self.generation.take(self.turn)
+
+    def queue_changes(self) -> list[tuple[int, int]]:
+        return [event[1:] for event in self.queue.events if event[0] == "queue"]
 
     def kept(self) -> list[tuple[str, str]]:
         return [(m.role, m.content) for m in self.store.transcript("c1") or []]
@@ -144,7 +129,7 @@ class Setup:
         assert self.store.ends == 1  # the turn
         assert self.watch.closes == 1
         # Each place taken is given back once: the gate is empty, and one more fits.
-        assert self.queue.changes.count((0, 0)) <= 1
+        assert self.queue.events.count(("queue", 0, 0)) <= 1
         assert self.gate.acquire()
         assert self.store.begin("c1", "next", 10) is not None  # nobody holds it
 
@@ -159,7 +144,7 @@ def test_complete_stream_keeps_the_reply_and_releases_everything_once():
     generation.close()
     generation.close()  # the server's close after the body's own end: nothing twice
     assert upstream.closed == 1
-    assert setup.queue.changes == [(1, 0), (0, 0)]
+    assert setup.queue_changes() == [(1, 0), (0, 0)]
     setup.assert_released_once()
     assert setup.kept() == [("user", "hello"), ("assistant", "ab")]
     assert setup.trace.outcome == "complete" and setup.trace.stats == upstream.stats
@@ -245,7 +230,7 @@ def test_upstream_failure_before_the_reply_opens_releases_the_place(error):
     with pytest.raises(UpstreamError):
         setup.generation.start(*CALL)
     setup.generation.close()
-    assert setup.queue.changes == [(1, 0), (0, 0)]
+    assert setup.queue_changes() == [(1, 0), (0, 0)]
     setup.assert_released_once()
     assert setup.trace.outcome == "upstream_error"
 
@@ -293,5 +278,5 @@ def test_a_generation_closed_while_opening_releases_what_it_gets_late():
     with pytest.raises(ClientGone):
         setup.generation.start(*CALL)
     assert upstream.closed == 0  # never opened: the place was given back at once
-    assert setup.queue.changes == [(1, 0), (0, 0)]
+    assert setup.queue_changes() == [(1, 0), (0, 0)]
     setup.assert_released_once()
