@@ -24,6 +24,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.http_raw import read_chunk
+
 DEFAULT_MODEL = "qwen2.5:3b-instruct"
 OLLAMA_VERSION = "0.12.0"
 
@@ -437,22 +439,11 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _read_chunked_body(self) -> bytes | None:
-        """Decode a chunked request body, skipping extensions and trailers."""
+        """Decode a chunked request body; None when it was cut short or broken."""
         parts = []
-        while True:
-            try:
-                size = int(self.rfile.readline(65537).split(b";")[0], 16)
-            except ValueError:
-                return None
-            if size == 0:
-                break
-            data = self.rfile.read(size + 2)
-            if len(data) < size + 2:
-                return None
-            parts.append(data[:size])
-        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-            pass
-        return b"".join(parts)
+        while chunk := read_chunk(self.rfile):
+            parts.append(chunk)
+        return None if chunk is None else b"".join(parts)
 
     def _serve_generation(
         self, generation: Generation, parse_error: str | None, *, chat: bool

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,13 @@ def gunicorn(
         yield server
     finally:
         stop_process(process, timeout=15)
+
+
+def piagent_under_gunicorn(
+    fake: FakeOllama, log_dir: Path, *, extra_args: tuple[str, ...] = (), **env: str
+) -> AbstractContextManager[RunningServer]:
+    """gunicorn() serving piagent against `fake`; `env` adds variables, e.g. WEB_CONCURRENCY="2"."""
+    return gunicorn({"OLLAMA_HOST": fake.url, **env}, log_dir, extra_args=extra_args)
 
 
 def stop_process(process: subprocess.Popen, timeout: float) -> None:

@@ -13,32 +13,22 @@ import requests
 
 from piagent.app import create_app
 from piagent.http.relay import StreamInterrupted
-from tests.conftest import MODEL
+from tests.conftest import MODEL, gunicorn_for_module, shared_fake
 from tests.http_raw import read_head, read_response, send_request, sse_events
-from tests.servers import gunicorn, history_sent_after
+from tests.servers import history_sent_after
 
 # A disconnect must reach Ollama within this many seconds (the bound).
 CANCEL_BOUND_S = 0.05
 
 
-@pytest.fixture(scope="module")
-def server(module_fake, tmp_path_factory):
-    env = {
-        "OLLAMA_HOST": module_fake.url,
-        "SSE_HEARTBEAT_S": "0.2",
-        "STREAM_IDLE_TIMEOUT_S": "2",
-        "ACCESS_LOG": "",
-        # These tests load the relay, not admission control: room for every stream.
-        "MAX_CONCURRENT_GENERATIONS": "256",
-    }
-    with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+server = gunicorn_for_module(
+    SSE_HEARTBEAT_S="0.2",
+    STREAM_IDLE_TIMEOUT_S="2",
+    ACCESS_LOG="",
+    # These tests load the relay, not admission control: room for every stream.
+    MAX_CONCURRENT_GENERATIONS="256",
+)
+fake = shared_fake
 
 
 def body(**fields) -> dict:
