@@ -150,6 +150,32 @@ def test_generate_answers_with_response_fields(fake: FakeOllama, http: requests.
     assert (whole["response"], whole["done_reason"]) == ("xy", "stop")
 
 
+def test_prompt_eval_count_is_counted_from_the_prompt_sent(
+    fake: FakeOllama, http: requests.Session
+) -> None:
+    system = {"role": "system", "content": "x" * 40}
+    chat = {
+        "model": MODEL,
+        "messages": [system, {"role": "user", "content": "é" * 5}],
+        "stream": False,
+    }
+
+    def counted(**behaviour: Any) -> int | None:
+        fake.behave(**behaviour)
+        return http.post(fake.url + "/api/chat", json=chat).json().get("prompt_eval_count")
+
+    # 3 open the reply; each message is 5 around its content, and a token per 4 bytes of it.
+    assert counted() == 3 + (5 + 10) + (5 + 3)
+    assert counted(bytes_per_token=2) == 3 + (5 + 20) + (5 + 5)
+    assert counted(prompt_eval_count=7) == 7
+    assert counted(prompt_eval_count=0) is None  # left out, as for a prompt all in cache
+    fake.behave(tokens=["x", "y"])
+    generate = {"model": MODEL, "system": "x" * 8, "prompt": "hi", "stream": False}
+    whole = http.post(fake.url + "/api/generate", json=generate).json()
+    assert whole["prompt_eval_count"] == 3 + (5 + 2) + (5 + 1)
+    assert len(whole["context"]) == whole["prompt_eval_count"] + 2  # prompt, then the reply
+
+
 def test_unknown_model_is_404_before_any_output(fake: FakeOllama, http: requests.Session) -> None:
     for path, payload in [("/api/chat", CHAT), ("/api/generate", GENERATE)]:
         resp = http.post(fake.url + path, json={**payload, "model": "nope:7b"})
@@ -412,6 +438,8 @@ def test_nothing_to_generate_loads_or_unloads(fake: FakeOllama, http: requests.S
         {"status": 500, "stall_after": 1},
         {"split_lines": True, "pack_lines": True},
         {"status": 200},
+        {"prompt_eval_count": -1},
+        {"bytes_per_token": 0},
     ],
 )
 def test_behaviour_rejects_impossible_scripts(fields: dict[str, Any]) -> None:
