@@ -11,7 +11,7 @@ from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama
 from tests.redis_server import redis_server
-from tests.servers import RunningServer, piagent_under_gunicorn
+from tests.servers import RunningServer, piagent_under_gunicorn, waitress_server
 
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureFunctionDefinition
@@ -75,6 +75,13 @@ def app(make_settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def served(app) -> Iterator[RunningServer]:
+    """The test's app served by waitress on a loopback port, for clients of real sockets."""
+    with waitress_server(app) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from piagent.app import create_app
 from piagent.http.relay import StreamInterrupted
 from tests.conftest import MODEL, gunicorn_for_module, shared_fake
 from tests.http_raw import read_head, read_response, send_request, sse_events
-from tests.servers import history_sent_after
+from tests.servers import history_sent_after, run_in_threads
 
 # A disconnect must reach Ollama within this many seconds (the bound).
 CANCEL_BOUND_S = 0.05
@@ -236,11 +236,7 @@ def test_200_concurrent_streams_through_one_gevent_worker(server, fake):
         except Exception as exc:  # recorded and asserted below
             results[index] = exc
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_in_threads(client, range(200), timeout=60)
     expected = "".join(tokens).encode()
     failures = [r for r in results if r != expected]
     assert failures == []
