@@ -105,10 +105,16 @@ def test_worker_keeps_serving_after_cancellations(server, fake):
 # --- SSE and NDJSON -------------------------------------------------------------------
 
 
+def streamed_reply(server, accept: str, request: dict) -> requests.Response:
+    return requests.post(f"{server.url}/chat", json=request, headers={"Accept": accept}, timeout=10)
+
+
+def sse_reply(server) -> requests.Response:
+    return streamed_reply(server, "text/event-stream", body(stream=True))
+
+
 def structured_events(server, accept: str, request: dict) -> list[dict]:
-    reply = requests.post(
-        f"{server.url}/chat", json=request, headers={"Accept": accept}, timeout=10
-    )
+    reply = streamed_reply(server, accept, request)
     assert reply.status_code == 200
     assert reply.headers["Content-Type"].startswith(accept)
     if accept == "text/event-stream":
@@ -155,12 +161,7 @@ def test_failure_after_start_ends_with_an_error_event_and_saves_nothing(server, 
 
 def test_sse_sends_heartbeats_while_waiting_for_the_first_token(server, fake):
     fake.behave(tokens=["late"], first_token_delay=0.9)
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     raw = reply.content.decode()
     events, comments = sse_events(reply.content)
     assert len(comments) >= 2
@@ -170,12 +171,7 @@ def test_sse_sends_heartbeats_while_waiting_for_the_first_token(server, fake):
 
 def test_sse_failure_after_heartbeats_is_an_error_event(server, fake):
     fake.behave(first_token_delay=0.5, status=500, error="model crashed while loading")
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     events, comments = sse_events(reply.content)
     assert comments
     assert events == [{"type": "error", "detail": events[0]["detail"]}]
@@ -184,12 +180,7 @@ def test_sse_failure_after_heartbeats_is_an_error_event(server, fake):
 
 def test_sse_failure_before_the_first_heartbeat_keeps_its_status(server, fake):
     fake.behave(status=404)  # quick: an unknown model
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     assert reply.status_code == 502
     assert "detail" in reply.json()
 
@@ -197,9 +188,7 @@ def test_sse_failure_before_the_first_heartbeat_keeps_its_status(server, fake):
 def test_plain_text_is_the_default_for_any_accept(server, fake):
     fake.behave(tokens=["x"])
     for accept in ("*/*", "text/*", "text/html,*/*;q=0.8"):
-        reply = requests.post(
-            f"{server.url}/chat", json=body(stream=True), headers={"Accept": accept}, timeout=10
-        )
+        reply = streamed_reply(server, accept, body(stream=True))
         assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert reply.text == "x"
 
