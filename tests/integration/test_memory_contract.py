@@ -14,7 +14,7 @@ from piagent.memory.in_process import InProcessStore
 from piagent.memory.redis_store import RedisStore
 from piagent.memory.sqlite_store import SqliteStore
 from piagent.messages import Message
-from tests.servers import wait_until
+from tests.servers import run_in_threads, wait_until
 
 BACKENDS = ["memory", "sqlite", "redis"]
 SHARED = ["sqlite", "redis"]  # stores that several processes can open at once
@@ -303,11 +303,7 @@ def test_threads_racing_for_a_conversation_let_exactly_one_in(open_store):
         if store.begin("contended", f"holder-{n}", 30) is not None:
             winners.append(n)
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(claim, range(8))
     assert len(winners) == 1
 
 
@@ -326,11 +322,7 @@ def test_threads_taking_turns_on_one_conversation_keep_every_exchange_whole(open
             wait_until(lambda: store.begin("shared", holder, 30), 10, interval=0.001)  # noqa: B023
             store.end("shared", holder, NewExchange(f"q{n}-{i}", f"a{n}-{i}", 1.0))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, range(8))
 
     history = recall(store, "shared").messages
     assert len(history) == 400
@@ -350,11 +342,7 @@ def test_threads_on_many_conversations_respect_the_cap(open_store):
         for i in range(50):
             save(store, f"c{n}-{i}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, range(4))
     assert len(store) == 20
 
 

@@ -211,12 +211,6 @@ def test_broken_stream_before_any_text_is_502(client, upstream, behaviour, words
 # --- failures after the response started, and the client leaving, on a real socket ----
 
 
-@pytest.fixture
-def served(app):
-    with waitress_server(app) as running:
-        yield running
-
-
 def stream_request(served, conversation_id: str):
     body = {"message": "hi", "stream": True, "conversation_id": conversation_id}
     return send_request(served.url, "/chat", body)
