@@ -16,25 +16,16 @@ from ..errors import ConversationBusy, MemoryUnavailable
 from ..memory.base import ConversationStore, NewExchange, Recollection
 from ..messages import Message
 from ..providers.base import ChatStats, GenerationOptions
-from ..settings import Settings
 from .budget import fit_prompt, learned_ratio
+from .lease import LeaseKeeper
 
 log = logging.getLogger("piagent")
-
-# Past a request's own time limits, so a hold outlives its request only when the
-# worker died mid-reply; then the conversation is free again after this long.
-_HOLD_MARGIN_S = 30.0
-
-
-def hold_seconds(settings: Settings, *, stream: bool) -> float:
-    """The longest a request may keep its conversation: its upstream limits, and a margin."""
-    limit = settings.stream_total_timeout_s if stream else settings.reply_timeout_s
-    return settings.connect_timeout_s + limit + _HOLD_MARGIN_S
 
 
 class Turn:
     """One request's hold on a conversation, from recalling it to keeping the reply.
 
+    The hold is a lease of `lease_s`, renewed in the background until the turn ends.
     `finish` (or `abandon`) must follow, once the reply is known: it is what lets the
     next message in. Without a store (ENABLE_MEMORY=false) nothing is held or kept.
     """
@@ -45,7 +36,7 @@ class Turn:
         conversation_id: str,
         user_text: str,
         *,
-        hold_s: float,
+        lease_s: float,
     ) -> None:
         """Hold the conversation and recall it; ConversationBusy while another request has it."""
         self.conversation_id = conversation_id
@@ -56,14 +47,16 @@ class Turn:
         self._estimate = 0
         self._finished = store is None
         self._recalled = Recollection([])
+        self._lease: LeaseKeeper | None = None
         if store is not None:
-            recalled = store.begin(conversation_id, self._holder, hold_s)
+            recalled = store.begin(conversation_id, self._holder, lease_s)
             if recalled is None:
                 raise ConversationBusy(
                     f"conversation {conversation_id!r} is still answering an earlier message; "
                     "send this one when that reply has finished"
                 )
             self._recalled = recalled
+            self._lease = LeaseKeeper(store, conversation_id, self._holder, lease_s)
 
     def prompt(self, system_prompt: str, options: GenerationOptions) -> list[Message]:
         """The messages to send: the system prompt, what fits of the history, the message."""
@@ -86,6 +79,7 @@ class Turn:
         if self._finished:
             return
         self._finished = True
+        self._lease.stop()
         if not reply:
             self._let_go()
             return
@@ -110,5 +104,5 @@ class Turn:
         try:
             self._store.end(self.conversation_id, self._holder)
         except MemoryUnavailable as exc:
-            # Not fatal: the hold lapses by itself after its time limit.
+            # Not fatal: no longer renewed, the lease lapses by itself.
             log.warning("conversation %s stays held: %s", self.conversation_id, exc.detail)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
 from tests.fake_ollama import FakeOllama
-from tests.servers import gunicorn
+from tests.servers import gunicorn, worker_pids
 
 CONVERSATIONS = 50
 TURNS = 10
@@ -36,12 +35,6 @@ def base_env(fake: FakeOllama, **extra: str) -> dict[str, str]:
         "MAX_CONCURRENT_GENERATIONS": "256",
         **extra,
     }
-
-
-def worker_pids(arbiter_pid: int) -> list[int]:
-    """The arbiter's children: gunicorn forks every worker before any of them answers."""
-    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text()
-    return [int(pid) for pid in children.split()]
 
 
 @pytest.fixture(scope="module")
