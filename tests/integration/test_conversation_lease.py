@@ -28,8 +28,12 @@ from tests.prom import scrape, value
 from tests.servers import RunningServer, gunicorn, wait_until, waitress_server, worker_pids
 
 LEASE_S = 1.0
-# Twenty fragments a tenth of a second apart: each reply outlives two leases.
-SLOW = [f"s{i} " for i in range(20)]
+# Replies of fragments a tenth of a second apart, each outliving two leases.
+BLOCKER = [f"b{i} " for i in range(25)]
+SLOW = [f"s{i} " for i in range(30)]
+# Resends stop this many fragments before the end of the slow reply: one sent later could
+# rightly get in, once that reply has ended, before its client has seen the end.
+TAIL = 10
 
 
 def memory_fields(backend: str, tmp_path: Path, request) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def test_a_resend_is_refused_through_a_long_queue_wait_and_a_slow_stream(
         **memory_fields(backend, tmp_path, request),
     }
     cid = f"lease-{uuid.uuid4().hex}"
-    fake.behave_once(tokens=SLOW, token_delay=0.1)  # another conversation's reply, first
+    fake.behave_once(tokens=BLOCKER, token_delay=0.1)  # another conversation's reply, first
     fake.behave_once(tokens=SLOW, token_delay=0.1)  # then this conversation's
     with serve(kind, fields, tmp_path) as server, ThreadPoolExecutor(2) as pool:
         blocker = pool.submit(ask, server.url, "blocker", "occupy the model", stream=True)
@@ -93,21 +97,26 @@ def test_a_resend_is_refused_through_a_long_queue_wait_and_a_slow_stream(
         # Claimed and queued behind the blocker (the claim comes before the queue).
         wait_until(lambda: value(scrape(server.url), "piagent_queue_depth") == 1, 10, what="queued")
 
+        def fragments_out() -> int:
+            generations = fake.generations
+            return generations[1].tokens_sent if len(generations) > 1 else 0
+
         refused_at = []
-        while not first.done():
+        while fragments_out() < len(SLOW) - TAIL:
+            sent_at = time.monotonic()
             resend = ask(server.url, cid, "resend")
-            assert resend.status_code == 409, resend.text
+            assert resend.status_code == 409, (resend.text, server.log())
             assert "still answering an earlier message" in resend.json()["detail"]
-            refused_at.append(time.monotonic())
+            refused_at.append(sent_at)
             wait_for_futures([first], timeout=0.1)
 
-        assert blocker.result().text == "".join(SLOW)
+        assert blocker.result().text == "".join(BLOCKER)
         assert first.result().status_code == 200
         assert first.result().text == "".join(SLOW)
         answered_at = fake.generations[1].started_at
         queued = [t for t in refused_at if t < answered_at]
         streaming = [t for t in refused_at if t > answered_at]
-        # Refused all along: through the queue wait and the stream, several leases each.
+        # Refused all along: through the queue wait and the stream, over a lease each.
         assert queued[-1] - refused_at[0] > LEASE_S
         assert streaming[-1] - streaming[0] > LEASE_S
         assert refused_at[-1] - refused_at[0] > 3 * LEASE_S
