@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     memory_backend: Literal["memory", "sqlite", "redis"] = "memory"
     memory_path: Path = PROJECT_ROOT / "var" / "memory.sqlite3"
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://\S+$")
+    # A request's claim on its conversation: renewed while the request runs, it lapses
+    # this long after the process holding it died.
+    memory_lease_s: float = Field(10, gt=0)
 
     # Upstream timeouts: connecting, a whole non-stream reply, a stream's first token
     # (a cold model load plus prompt evaluation on a Pi), silence within a stream, and

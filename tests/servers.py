@@ -134,6 +134,12 @@ def piagent_under_gunicorn(
     return gunicorn({"OLLAMA_HOST": fake.url, **env}, log_dir, extra_args=extra_args)
 
 
+def worker_pids(arbiter_pid: int) -> list[int]:
+    """The gunicorn arbiter's children: its workers (all forked before any of them answers)."""
+    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
 def stop_process(process: subprocess.Popen, timeout: float) -> None:
     """SIGTERM the process if it still runs and wait; kill it if it outlasts `timeout`."""
     if process.poll() is None:

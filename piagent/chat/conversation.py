@@ -16,27 +16,18 @@ from ..errors import ConversationBusy, MemoryUnavailable
 from ..memory.base import ConversationStore, NewExchange, Recollection
 from ..messages import Message
 from ..providers.base import ChatStats, GenerationOptions
-from ..settings import Settings
 from .budget import fit_prompt, learned_ratio
+from .lease import LeaseKeeper
 
 log = logging.getLogger("piagent")
-
-# Past a request's own time limits, so a hold outlives its request only when the
-# worker died mid-reply; then the conversation is free again after this long.
-_HOLD_MARGIN_S = 30.0
-
-
-def hold_seconds(settings: Settings, *, stream: bool) -> float:
-    """The longest a request may keep its conversation: its upstream limits, and a margin."""
-    limit = settings.stream_total_timeout_s if stream else settings.reply_timeout_s
-    return settings.connect_timeout_s + limit + _HOLD_MARGIN_S
 
 
 class Turn:
     """One request's hold on a conversation, from recalling it to keeping the reply.
 
-    `finish` (or `abandon`) must follow, once the reply is known: it is what lets the
-    next message in. Without a store (ENABLE_MEMORY=false) nothing is held or kept.
+    The hold is a lease of `lease_s`, renewed in the background until the turn ends.
+    `finish` must follow, once, when the reply is known: it is what lets the next
+    message in. Without a store (ENABLE_MEMORY=false) nothing is held or kept.
     """
 
     def __init__(
@@ -45,25 +36,31 @@ class Turn:
         conversation_id: str,
         user_text: str,
         *,
-        hold_s: float,
+        lease_s: float,
+        shown_as: str | None = None,
     ) -> None:
-        """Hold the conversation and recall it; ConversationBusy while another request has it."""
+        """Hold the conversation and recall it; ConversationBusy while another request has it.
+
+        `conversation_id` is where the store keeps it; `shown_as`, how the client names it.
+        """
         self.conversation_id = conversation_id
         self._store = store
         self._user_text = user_text
         self._asked_at = time.time()
         self._holder = uuid.uuid4().hex
         self._estimate = 0
-        self._finished = store is None
         self._recalled = Recollection([])
+        self._lease: LeaseKeeper | None = None
         if store is not None:
-            recalled = store.begin(conversation_id, self._holder, hold_s)
+            recalled = store.begin(conversation_id, self._holder, lease_s)
             if recalled is None:
+                name = shown_as or conversation_id
                 raise ConversationBusy(
-                    f"conversation {conversation_id!r} is still answering an earlier message; "
+                    f"conversation {name!r} is still answering an earlier message; "
                     "send this one when that reply has finished"
                 )
             self._recalled = recalled
+            self._lease = LeaseKeeper(store, conversation_id, self._holder, lease_s)
 
     def prompt(self, system_prompt: str, options: GenerationOptions) -> list[Message]:
         """The messages to send: the system prompt, what fits of the history, the message."""
@@ -79,13 +76,13 @@ class Turn:
         return fitted.messages
 
     def finish(self, reply: str | None, stats: ChatStats | None) -> None:
-        """Keep the exchange when the reply has text, and free the conversation; once only.
+        """Keep the exchange when the reply has text, and free the conversation.
 
         Raises MemoryUnavailable when a reply could not be kept.
         """
-        if self._finished:
+        if self._store is None:
             return
-        self._finished = True
+        self._lease.stop()
         if not reply:
             self._let_go()
             return
@@ -102,13 +99,9 @@ class Turn:
             self._let_go()
             raise
 
-    def abandon(self) -> None:
-        """Free the conversation without keeping anything (the reply failed or never came)."""
-        self.finish(None, None)
-
     def _let_go(self) -> None:
         try:
             self._store.end(self.conversation_id, self._holder)
         except MemoryUnavailable as exc:
-            # Not fatal: the hold lapses by itself after its time limit.
+            # Not fatal: no longer renewed, the lease lapses by itself.
             log.warning("conversation %s stays held: %s", self.conversation_id, exc.detail)

@@ -54,15 +54,20 @@ class NewExchange:
 class ConversationStore(Protocol):
     """Recent messages per conversation id, bounded, expiring, safe under concurrent use.
 
-    A request claims its conversation with `begin` and lets go with `end`, one call
-    each (one round trip, one transaction): while it holds the claim, no other request
-    can begin on that conversation. Messages are kept in pairs, so a conversation always
-    starts with a user message. `begin` counts as use (the conversation stays alive and
-    recent); `transcript` only looks.
+    A request claims its conversation with `begin`, keeps the claim with `renew` for as
+    long as it runs, and lets go with `end`, one call each (one round trip, one
+    transaction): while it holds the claim, no other request can begin on that
+    conversation. The claim is a lease: one that is not renewed within `lease_s` lapses,
+    so the conversation of a process that died mid-reply is soon free again. Messages are
+    kept in pairs, so a conversation always starts with a user message. `begin` counts as
+    use (the conversation stays alive and recent); `transcript` only looks.
     """
 
-    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
-        """Claim the conversation for `hold_s` and recall it; None while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
+        """Claim the conversation for `lease_s` and recall it; None while another holder has it."""
+
+    def renew(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Extend the claim to `lease_s` from now; False when `holder` no longer holds it."""
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim (unless it passed to another)."""

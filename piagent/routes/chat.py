@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from flask import Blueprint, Response, request
 
 from ..agents import find_agent
-from ..chat.conversation import Turn, hold_seconds
+from ..chat.conversation import Turn
 from ..http.auth import conversation_key
 from ..http.body import parse_body
 from ..http.relay import collect_reply, new_generation, stream_body
@@ -34,8 +34,13 @@ def chat() -> Response:
         generation = new_generation(stream=body.stream)
         owner.callback(generation.close)
         # Stored under the caller's API key, so another key never sees this conversation.
-        hold_s = hold_seconds(state.settings, stream=body.stream)
-        turn = Turn(state.memory, conversation_key(conversation_id), body.message, hold_s=hold_s)
+        turn = Turn(
+            state.memory,
+            conversation_key(conversation_id),
+            body.message,
+            lease_s=state.settings.memory_lease_s,
+            shown_as=conversation_id,
+        )
         generation.take(turn)
         call = (turn.prompt(agent.system_prompt, agent.options), agent.model, agent.options)
         if body.stream:

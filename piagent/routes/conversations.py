@@ -17,9 +17,6 @@ from ..memory.base import ConversationStore
 
 bp = Blueprint("conversations", __name__)
 
-# Forgetting takes a moment; the hold only keeps a reply in flight from saving meanwhile.
-_FORGET_HOLD_S = 30.0
-
 
 @bp.get("/conversations/<conversation_id>")
 def show(conversation_id: str) -> Response:
@@ -46,8 +43,10 @@ def forget(conversation_id: str) -> Response:
     store = _store_for(conversation_id)
     key = conversation_key(conversation_id)
     holder = uuid.uuid4().hex
-    # Claimed first, so a reply still in flight cannot bring the conversation back.
-    if store.begin(key, holder, _FORGET_HOLD_S) is None:
+    # Claimed first, so a reply still in flight cannot bring the conversation back. One
+    # lease, not renewed, covers the single call to forget (a worker dying in between
+    # leaves the claim for no longer than that).
+    if store.begin(key, holder, get_state().settings.memory_lease_s) is None:
         raise ConversationBusy(
             f"conversation {conversation_id!r} is answering a message; "
             "delete it when that reply has finished"

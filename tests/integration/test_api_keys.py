@@ -158,3 +158,20 @@ def test_openai_sdk_sends_its_api_key_as_the_bearer_key(served, fake):
     with openai.OpenAI(base_url=url, api_key="wrong", max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError):
             sdk.models.list()
+
+
+def test_a_busy_conversation_is_named_as_the_client_named_it(app, fake):
+    client = app.test_client()
+    fake.behave(tokens=["a", "b"])
+    first = client.post(
+        "/chat",
+        json={"message": "q", "conversation_id": "busy-one", "stream": True},
+        headers=bearer(KEY_A),
+    )  # its body is not read yet, so the conversation is still being answered
+    again = client.post(
+        "/chat", json={"message": "q2", "conversation_id": "busy-one"}, headers=bearer(KEY_A)
+    )
+    first.close()
+    assert again.status_code == 409
+    detail = again.get_json()["detail"]
+    assert "'busy-one'" in detail and "/" not in detail.split("'")[1]

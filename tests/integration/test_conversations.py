@@ -89,6 +89,18 @@ def test_delete_forgets_the_conversation(client, fake):
     assert fake.last_messages()[1:] == [("user", "again")]
 
 
+def test_delete_while_a_message_is_answered_is_409_and_forgets_nothing(client, fake):
+    chat(client, "remember me", conversation_id="busy")
+    unread = chat(client, "still answering", conversation_id="busy", stream=True)
+    refused = client.delete("/conversations/busy")
+    assert refused.status_code == 409
+    assert "'busy'" in refused.get_json()["detail"]
+    assert client.get("/conversations/busy").status_code == 200
+    unread.close()
+    assert client.delete("/conversations/busy").status_code == 204
+    assert chat(client, conversation_id="busy").status_code == 200  # the delete let go
+
+
 @pytest.mark.parametrize("bad_id", ["a%20b", "x" * 129, "semi;colon", "%C3%A9"])
 def test_an_id_breaking_the_rules_is_422_naming_it(client, bad_id):
     for method in (client.get, client.delete):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
 from tests.conftest import shared_fake
-from tests.servers import piagent_under_gunicorn
+from tests.servers import piagent_under_gunicorn, worker_pids
 
 CONVERSATIONS = 50
 TURNS = 10
@@ -26,12 +25,6 @@ fake = shared_fake
 # Every turn of a conversation fits, so what was sent is exactly what was kept.
 # Every conversation is answered at once: this tests memory, not the admission queue.
 ROOMY = {"MEMORY_MAX_TURNS": str(2 * TURNS), "MAX_CONCURRENT_GENERATIONS": "256"}
-
-
-def worker_pids(arbiter_pid: int) -> list[int]:
-    """The arbiter's children: gunicorn forks every worker before any of them answers."""
-    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text()
-    return [int(pid) for pid in children.split()]
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ class Setup:
             watch=self.watch,
             stream=stream,
         )
-        self.turn = Turn(self.store, "c1", "hello", hold_s=60)
+        self.turn = Turn(self.store, "c1", "hello", lease_s=60)
         self.generation.take(self.turn)
 
     def queue_changes(self) -> list[tuple[int, int]]:

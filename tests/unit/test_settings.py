@@ -59,6 +59,8 @@ def test_enable_memory_false_words(word):
         ("OLLAMA_HOST", "localhost:11434"),
         ("MEMORY_BACKEND", "postgres"),
         ("REDIS_URL", "localhost:6379"),
+        ("MEMORY_LEASE_S", "0"),
+        ("MEMORY_LEASE_S", "soon"),
     ],
 )
 def test_unreadable_value_names_variable_and_value_in_one_line(name, value):
