@@ -1,7 +1,7 @@
 """gunicorn settings for piagent, read from the environment (and `.env`).
 
-Never imports the application: gunicorn's gevent worker must patch the standard
-library before piagent (and requests) are imported in the worker.
+Imports piagent.settings and nothing else of piagent: gunicorn's gevent worker must
+patch the standard library before the application (Flask, requests) is imported.
 """
 
 import glob
@@ -12,6 +12,27 @@ import tempfile
 
 from dotenv import dotenv_values
 
+# gunicorn reads this file before it applies --pythonpath, so piagent is found beside it.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+_loaded_before = set(sys.modules)
+from piagent.settings import ConfigError, load_settings  # noqa: E402
+
+# The app's settings, through the app's own loader. One it cannot read is left to the
+# worker: it prints the app's one line and exits with the code on which gunicorn halts,
+# stopping the running workers gracefully even on a reload (SIGHUP), which exiting here
+# would not.
+try:
+    _settings = load_settings()
+except ConfigError:
+    _settings = None
+# Forget piagent again: the workers, also those a reload starts, import it from disk.
+for _name in set(sys.modules) - _loaded_before:
+    if _name.partition(".")[0] == "piagent":
+        del sys.modules[_name]
+
+# gunicorn's own variables, which the app never reads.
 _env = {**dotenv_values(".env"), **os.environ}
 _OWN_METRICS_PREFIX = "piagent-metrics-"
 
@@ -22,16 +43,9 @@ bind = _env.get("BIND") or "127.0.0.1:8000"
 # worker's RAM, where a second worker would not see them, so it stays at one; the
 # sqlite and redis backends are shared, and any number of workers may use them.
 workers = int(_env.get("WEB_CONCURRENCY") or 1)
-# The words the app's settings (pydantic) read as false; the app itself rejects any other.
-_memory_on = (_env.get("ENABLE_MEMORY") or "true").lower() not in (
-    "0",
-    "f",
-    "false",
-    "n",
-    "no",
-    "off",
-)
-if workers > 1 and _memory_on and (_env.get("MEMORY_BACKEND") or "memory") == "memory":
+if _settings is None:
+    workers = 1  # one worker to say what is wrong, once
+elif workers > 1 and _settings.enable_memory and _settings.memory_backend == "memory":
     print(
         f"piagent: running 1 worker, not WEB_CONCURRENCY={workers}: with MEMORY_BACKEND=memory "
         "each worker would keep its own conversations; set MEMORY_BACKEND=sqlite (or redis) "

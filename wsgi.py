@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn or any other WSGI server."""
 
-from piagent import create_app
+from piagent.app import create_app
 
 app = create_app()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.fake_upstream import fake_process  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
-from tests.servers import gunicorn, wait_until  # noqa: E402
+from tests.servers import gunicorn, run_in_threads, wait_until  # noqa: E402
 
 CLIENTS = 10
 HELD = 5  # one generating, four queued: the defaults
@@ -60,11 +60,7 @@ def burst(url: str, request: bytes, expected: int) -> list[float]:
         if status != expected:
             raise RuntimeError(f"expected {expected}, got {status}")
 
-    threads = [threading.Thread(target=one, args=(s,)) for s in sockets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(one, sockets)
     for sock in sockets:
         sock.close()
     return times
@@ -140,7 +136,7 @@ def live(rounds: int) -> None:
 def in_process(count: int) -> None:
     """piagent's hooks per request: its /health against a bare Flask app's, no sockets."""
     from bench.floor_app import app as floor
-    from piagent import create_app
+    from piagent.app import create_app
     from piagent.settings import Settings
 
     logging.getLogger("piagent").handlers.clear()

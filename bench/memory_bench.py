@@ -154,8 +154,8 @@ _FILL = """
 import json, os, sys
 from gevent import monkey
 monkey.patch_all()  # as in a gunicorn gevent worker
-from piagent import create_app
-from piagent.memory import NewExchange
+from piagent.app import create_app
+from piagent.memory.base import NewExchange
 from piagent.settings import Settings
 
 def rss_mb():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -10,13 +11,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .chat.budget import fit_prompt
 from .errors import UnknownAgent
+from .messages import Message
 from .providers.base import GenerationOptions
 from .settings import ConfigError
 
 DEFAULT_AGENT = "general"
 SETTINGS_SUFFIX = ".toml"
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The least a client can send: an agent whose prompt and reply leave no room for it
+# could answer nothing at all.
+_SHORTEST_MESSAGE = Message("user", "?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,7 @@ def load_agents(prompts_dir: Path, *, model: str, options: GenerationOptions) ->
     files = sorted(p for p in prompts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     settings = {p.stem: p for p in files if p.suffix == SETTINGS_SUFFIX}
     agents: dict[str, Agent] = {}
+    reply_limits: dict[str, str] = {}  # agent -> where its max_tokens comes from
     for path in files:
         if path.suffix == SETTINGS_SUFFIX:
             continue
@@ -73,6 +80,9 @@ def load_agents(prompts_dir: Path, *, model: str, options: GenerationOptions) ->
             ),
             description=extra.description,
         )
+        reply_limits[name] = (
+            f"max_tokens in {name}{SETTINGS_SUFFIX}" if extra.max_tokens else "MAX_TOKENS"
+        )
     if settings:
         orphan = next(iter(settings.values()))
         raise ConfigError(f"agent settings {orphan.name} have no prompt file beside them")
@@ -80,6 +90,7 @@ def load_agents(prompts_dir: Path, *, model: str, options: GenerationOptions) ->
         raise ConfigError(
             f"the default agent {DEFAULT_AGENT!r} has no prompt file in {prompts_dir}"
         )
+    _check_room(agents, reply_limits, options.ctx_tokens)
     return agents
 
 
@@ -100,3 +111,38 @@ def _read_settings(path: Path) -> AgentSettings:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"agent settings {path.name}: {where}: {first['msg']}") from None
+
+
+def _check_room(
+    agents: Mapping[str, Agent], reply_limits: Mapping[str, str], ctx_tokens: int
+) -> None:
+    """ConfigError unless each agent's prompt, a shortest message and its reply fit the context."""
+    prompts = {name: _prompt_tokens(agent) for name, agent in agents.items()}
+    # Name the agent furthest over: the CTX_TOKENS it is told is then enough for all.
+    name = max(agents, key=lambda n: prompts[n] + agents[n].options.max_tokens)
+    prompt, reply, limit = prompts[name], agents[name].options.max_tokens, reply_limits[name]
+    if prompt + reply <= ctx_tokens:
+        return
+    fixes = f"raise CTX_TOKENS to at least {prompt + reply}"
+    if prompt < ctx_tokens:
+        fixes += f", lower {limit} to at most {ctx_tokens - prompt}"
+    raise ConfigError(
+        f"agent {name!r} does not fit CTX_TOKENS={ctx_tokens}: its prompt and the shortest "
+        f"message take about {prompt} tokens and its reply up to {reply} ({limit}); "
+        f"{fixes}, or shorten its prompt"
+    )
+
+
+def _prompt_tokens(agent: Agent) -> int:
+    """The tokens the agent's prompt and the shortest message take, as a chat counts them."""
+    # fit_prompt's own estimate, so that this check and each request's agree; with an
+    # unbounded context it never refuses.
+    fitted = fit_prompt(
+        Message("system", agent.system_prompt),
+        [],
+        _SHORTEST_MESSAGE,
+        ctx_tokens=sys.maxsize,
+        max_tokens=0,
+        token_ratio=None,
+    )
+    return fitted.estimate

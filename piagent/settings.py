@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self, get_args
 
-from dotenv import dotenv_values
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _KEEP_ALIVE = r"^(-?\d+(\.\d+)?|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$"
@@ -27,10 +33,17 @@ class ConfigError(ValueError):
     """A configuration value that cannot be read; the message is one line."""
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Every knob of the server; field `x_y` is read from variable `X_Y`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        # An infinite or NaN timeout passes `gt=0` and then breaks the first request.
+        allow_inf_nan=False,
+        # `.env` also holds gunicorn's variables (BIND, ...); they are not ours to refuse.
+        dotenv_filtering="only_existing",
+    )
 
     provider: Literal["ollama", "openai"] = "ollama"
     ollama_host: str = Field("http://127.0.0.1:11434", pattern=r"^https?://\S+$")
@@ -53,6 +66,9 @@ class Settings(BaseModel):
     memory_backend: Literal["memory", "sqlite", "redis"] = "memory"
     memory_path: Path = PROJECT_ROOT / "var" / "memory.sqlite3"
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://\S+$")
+    # A request's claim on its conversation: renewed while the request runs, it lapses
+    # this long after the process holding it died.
+    memory_lease_s: float = Field(10, gt=0)
 
     # Upstream timeouts: connecting, a whole non-stream reply, a stream's first token
     # (a cold model load plus prompt evaluation on a Pi), silence within a stream, and
@@ -85,6 +101,19 @@ class Settings(BaseModel):
     api_keys: SecretStr = SecretStr("")  # comma-separated; a secret, so never printed
     api_keys_file: Path | None = None
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is its arguments and the defaults, nothing else: a test never
+        # sees the developer's environment. load_settings() hands the variables in.
+        return (init_settings,)
+
     @field_validator("api_keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -97,31 +126,66 @@ class Settings(BaseModel):
             raise PydanticCustomError("missing", "it is required when PROVIDER=openai")
         return value
 
+    @model_validator(mode="after")
+    def _reply_fits_the_context(self) -> Self:
+        # The context holds the prompt as well as the reply. Whether each agent's own
+        # prompt still fits is checked where the agents are loaded.
+        if self.max_tokens >= self.ctx_tokens:
+            raise PydanticCustomError(
+                "reply_too_long",
+                "MAX_TOKENS={max_tokens} must be below CTX_TOKENS={ctx_tokens}, which holds "
+                "the prompt as well as the reply: lower MAX_TOKENS or raise CTX_TOKENS",
+                {"max_tokens": self.max_tokens, "ctx_tokens": self.ctx_tokens},
+            )
+        return self
+
     @property
     def default_model(self) -> str:
         """The model an agent uses unless it names its own."""
         return self.openai_model if self.provider == "openai" else self.ollama_model_general
 
 
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by the parent's __init__, through _load_env_vars
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
     """Build Settings from `env_file` (when present) overlaid by `environ` (os.environ)."""
-    values: dict[str, str | None] = {}
-    if env_file is not None and env_file.is_file():
-        values.update(dotenv_values(env_file))
-    values.update(os.environ if environ is None else environ)
-
-    fields = {
-        name: values[name.upper()] for name in Settings.model_fields if name.upper() in values
-    }
+    sources: list[PydanticBaseSettingsSource] = [
+        _MappingSource(Settings, os.environ if environ is None else environ)
+    ]
+    if env_file is not None:  # the first source that has a variable wins
+        sources.append(DotEnvSettingsSource(Settings, env_file=env_file))
     try:
-        return Settings.model_validate(fields)
+        return Settings(_build_sources=(tuple(sources), {}))
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        name = str(first["loc"][0]).upper()
-        if name.lower() not in fields:
-            raise ConfigError(f"{name} is not set: {first['msg']}") from None
-        raise ConfigError(
-            f"{name}={fields.get(name.lower())!r} is invalid: {first['msg']}"
-        ) from None
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first problem, in one line naming the variable and the value it was given."""
+    error = exc.errors(include_url=False)[0]
+    if not error["loc"]:  # a check across variables, whose message names them
+        return ConfigError(error["msg"])
+    name = str(error["loc"][0]).upper()
+    if error["type"] == "missing":
+        return ConfigError(f"{name} is not set: {error['msg']}")
+    # repr() keeps even a value with a newline on one line.
+    value = "<hidden>" if _is_secret(name) else repr(error["input"])
+    return ConfigError(f"{name}={value} is invalid: {error['msg']}")
+
+
+def _is_secret(name: str) -> bool:
+    field = Settings.model_fields[name.lower()]
+    return SecretStr in (get_args(field.annotation) or (field.annotation,))

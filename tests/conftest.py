@@ -1,15 +1,20 @@
-"""Fixtures shared by every test: a fake Ollama, and piagent apps built by the factory."""
+"""Fixtures shared by every test: a fake Ollama, piagent apps built by the factory, servers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama
 from tests.redis_server import redis_server
+from tests.servers import RunningServer, piagent_under_gunicorn, waitress_server
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureFunctionDefinition
 
 MODEL = "qwen2.5:3b-instruct"
 
@@ -23,9 +28,32 @@ def fake() -> Iterator[FakeOllama]:
 
 @pytest.fixture(scope="module")
 def module_fake() -> Iterator[FakeOllama]:
-    """One fake for a module's real servers, started once; a module's own `fake` resets it."""
+    """One fake for a module's real servers, started once; `shared_fake` resets it per test."""
     with FakeOllama(models={MODEL}) as server:
         yield server
+
+
+@pytest.fixture
+def shared_fake(module_fake: FakeOllama) -> FakeOllama:
+    """The module's fake, reset for this test: `fake = shared_fake` in a module serving from it."""
+    module_fake.reset()
+    return module_fake
+
+
+def gunicorn_for_module(**env: str) -> FixtureFunctionDefinition:
+    """A module-scoped fixture: piagent under gunicorn against `module_fake`, with `env`.
+
+    Assigned in a test module (`server = gunicorn_for_module(ACCESS_LOG="")`), it starts
+    once for the module's tests; pair it with `fake = shared_fake`.
+    """
+
+    @pytest.fixture(scope="module")
+    def server(module_fake: FakeOllama, tmp_path_factory) -> Iterator[RunningServer]:
+        log_dir = tmp_path_factory.mktemp("gunicorn")
+        with piagent_under_gunicorn(module_fake, log_dir, **env) as running:
+            yield running
+
+    return server
 
 
 @pytest.fixture
@@ -47,6 +75,13 @@ def app(make_settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def served(app) -> Iterator[RunningServer]:
+    """The test's app served by waitress on a loopback port, for clients of real sockets."""
+    with waitress_server(app) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

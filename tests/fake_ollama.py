@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import selectors
 import socket
@@ -23,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.http_raw import read_chunk
 
 DEFAULT_MODEL = "qwen2.5:3b-instruct"
 OLLAMA_VERSION = "0.12.0"
@@ -47,6 +50,17 @@ _GO_ESCAPES = (
 )
 _ZERO_DURATION = re.compile(r"0+(\.0+)?(ns|us|µs|ms|s|m|h)?")
 
+# The fake's toy tokenizer, for prompt_eval_count. Ollama counts the prompt after the chat
+# template has wrapped each message: for Qwen 2.5, <|im_start|>, the role and a newline
+# before the content and <|im_end|> and a newline after it (5 tokens), then
+# <|im_start|>assistant and a newline opening the reply (3). The content itself is counted
+# at one token per `bytes_per_token` bytes of UTF-8, rounded up: about 4 for English text
+# through a BPE vocabulary; a lower value stands for a denser tokenizer (code, digits,
+# other scripts). Unlike Ollama, the fake caches nothing: every call counts its whole prompt.
+TEMPLATE_TOKENS_PER_MESSAGE = 5
+TEMPLATE_TOKENS_PER_PROMPT = 3
+BYTES_PER_TOKEN = 4.0
+
 
 @dataclass(frozen=True)
 class Behaviour:
@@ -58,7 +72,10 @@ class Behaviour:
     first_token_delay: float = 0.0
     token_delay: float = 0.0
     done_reason: str = "stop"
-    prompt_eval_count: int = 12
+    # None: counted from the prompt by the toy tokenizer (count_prompt_tokens); 0 leaves the
+    # field out, as Ollama does when the whole prompt came from its cache.
+    prompt_eval_count: int | None = None
+    bytes_per_token: float = BYTES_PER_TOKEN  # the toy tokenizer's; lower counts more tokens
     eval_count: int | None = None  # None means len(tokens)
     status: int | None = None  # HTTP error answered after first_token_delay, before any output
     error: str | None = None  # message for status / error_after; None picks Ollama's usual text
@@ -95,6 +112,10 @@ class Behaviour:
             raise ValueError(f"status must be an HTTP error code, got {self.status}")
         if min(self.first_token_delay, self.token_delay, self.split_delay) < 0:
             raise ValueError("delays cannot be negative")
+        if self.prompt_eval_count is not None and self.prompt_eval_count < 0:
+            raise ValueError(f"prompt_eval_count cannot be negative, got {self.prompt_eval_count}")
+        if self.bytes_per_token <= 0:
+            raise ValueError(f"bytes_per_token must be positive, got {self.bytes_per_token}")
         if self.split_lines and self.pack_lines:
             raise ValueError("split_lines and pack_lines contradict each other")
         if not self.malformed_line:
@@ -114,6 +135,20 @@ class Behaviour:
     def tokens_evaluated(self) -> int:
         """eval_count as reported: the configured value, else one per token fragment."""
         return len(self.tokens) if self.eval_count is None else self.eval_count
+
+    def prompt_tokens(self, contents: Iterable[str]) -> int:
+        """prompt_eval_count as reported: the configured value, else the prompt's count."""
+        if self.prompt_eval_count is not None:
+            return self.prompt_eval_count
+        return count_prompt_tokens(contents, self.bytes_per_token)
+
+
+def count_prompt_tokens(contents: Iterable[str], bytes_per_token: float = BYTES_PER_TOKEN) -> int:
+    """The toy tokenizer's count for a prompt of messages with these contents."""
+    return TEMPLATE_TOKENS_PER_PROMPT + sum(
+        TEMPLATE_TOKENS_PER_MESSAGE + math.ceil(len(content.encode()) / bytes_per_token)
+        for content in contents
+    )
 
 
 @dataclass(frozen=True)
@@ -437,22 +472,11 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _read_chunked_body(self) -> bytes | None:
-        """Decode a chunked request body, skipping extensions and trailers."""
+        """Decode a chunked request body; None when it was cut short or broken."""
         parts = []
-        while True:
-            try:
-                size = int(self.rfile.readline(65537).split(b";")[0], 16)
-            except ValueError:
-                return None
-            if size == 0:
-                break
-            data = self.rfile.read(size + 2)
-            if len(data) < size + 2:
-                return None
-            parts.append(data[:size])
-        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-            pass
-        return b"".join(parts)
+        while chunk := read_chunk(self.rfile):
+            parts.append(chunk)
+        return None if chunk is None else b"".join(parts)
 
     def _serve_generation(
         self, generation: Generation, parse_error: str | None, *, chat: bool
@@ -616,7 +640,13 @@ class _Reply:
         self.generation = generation
         self.behaviour = behaviour
         self.chat = chat
-        self.model: str = generation.request.json["model"]
+        payload = generation.request.json
+        self.model: str = payload["model"]
+        if chat:
+            contents = [m.get("content") or "" for m in payload.get("messages") or ()]
+        else:
+            contents = [text for text in (payload.get("system"), payload.get("prompt")) if text]
+        self.prompt_tokens = behaviour.prompt_tokens(contents)
         self.eval_started = time.monotonic()  # first_token_delay (load + prompt eval) ends here
 
     def piece(self, text: str) -> dict[str, Any]:
@@ -636,7 +666,7 @@ class _Reply:
         else:
             obj = {**head, "done": True, "done_reason": reason}
             if metrics:
-                count = self.behaviour.prompt_eval_count + self.behaviour.tokens_evaluated
+                count = self.prompt_tokens + self.behaviour.tokens_evaluated
                 obj["context"] = list(range(1, count + 1))
         if metrics:
             obj.update(self._metrics())
@@ -655,7 +685,7 @@ class _Reply:
         metrics = {
             "total_duration": before_eval + evaluation,
             "load_duration": load,
-            "prompt_eval_count": self.behaviour.prompt_eval_count,
+            "prompt_eval_count": self.prompt_tokens,
             "prompt_eval_duration": before_eval - load,
             "eval_count": self.behaviour.tokens_evaluated,
             "eval_duration": evaluation,

@@ -1,4 +1,7 @@
-"""A minimal HTTP/1.1 client on a raw socket, to see exactly how a response ends."""
+"""A minimal HTTP/1.1 client on a raw socket, to see exactly how a response ends.
+
+Its chunk reader is also the fake Ollama's, for chunked request bodies.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,11 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import urlsplit
+
+# Longest size or trailer line read, so that a runaway line cannot fill the memory.
+_MAX_LINE = 65537
 
 
 @dataclass
@@ -49,7 +56,8 @@ def send_request(
     return sock
 
 
-def read_head(reader) -> tuple[int, dict[str, str]]:
+def read_head(reader: BinaryIO) -> tuple[int, dict[str, str]]:
+    """The status and the headers (names in lower case) of a response."""
     status_line = reader.readline()
     if not status_line:
         raise ConnectionError("connection closed before a status line")
@@ -63,7 +71,11 @@ def read_head(reader) -> tuple[int, dict[str, str]]:
 
 def read_response(sock: socket.socket, *, max_chunks: int | None = None) -> RawResponse:
     """Read a response, chunk by chunk; stop early after `max_chunks` body chunks."""
-    reader = sock.makefile("rb")
+    return read_response_from(sock.makefile("rb"), max_chunks=max_chunks)
+
+
+def read_response_from(reader: BinaryIO, *, max_chunks: int | None = None) -> RawResponse:
+    """Read one response off `reader`, which may carry more on the same connection."""
     status, headers = read_head(reader)
     response = RawResponse(status, headers)
     if headers.get("transfer-encoding", "").lower() != "chunked":
@@ -73,26 +85,39 @@ def read_response(sock: socket.socket, *, max_chunks: int | None = None) -> RawR
         response.complete = len(data) == length
         return response
     try:
-        _read_chunks(reader, response, max_chunks)
+        while max_chunks is None or len(response.chunks) < max_chunks:
+            data = read_chunk(reader)
+            if not data:  # the last chunk (b"") or a cut (None)
+                response.complete = data == b""
+                break
+            response.chunks.append(data)
+            response.arrival_times.append(time.monotonic())
     except ConnectionError:
         pass  # a reset: the response stays incomplete
     return response
 
 
-def _read_chunks(reader, response: RawResponse, max_chunks: int | None) -> None:
-    while max_chunks is None or len(response.chunks) < max_chunks:
-        size_line = reader.readline()
-        if not size_line.endswith(b"\n"):
-            return  # connection closed mid-body
+def read_chunk(reader: BinaryIO) -> bytes | None:
+    """The data of the next chunk of a chunked body: b"" for the last one, None if cut short.
+
+    Extensions are ignored and trailers skipped; a broken frame counts as cut short.
+    """
+    size_line = reader.readline(_MAX_LINE)
+    if not size_line.endswith(b"\n"):
+        return None  # closed mid-body
+    try:
         size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            response.complete = reader.readline() == b"\r\n"
-            return
-        data = reader.read(size)
-        if len(data) < size or reader.read(2) != b"\r\n":
-            return
-        response.chunks.append(data)
-        response.arrival_times.append(time.monotonic())
+    except ValueError:
+        return None
+    if size < 0:
+        return None
+    if size == 0:
+        while (trailer := reader.readline(_MAX_LINE)) not in (b"\r\n", b"\n"):
+            if not trailer.endswith(b"\n"):
+                return None
+        return b""
+    data = reader.read(size + 2)
+    return data[:size] if len(data) == size + 2 and data.endswith(b"\r\n") else None
 
 
 def sse_events(raw: bytes) -> tuple[list[dict], list[str]]:

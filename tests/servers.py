@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -53,6 +54,21 @@ def wait_until(condition, timeout: float, interval: float = 0.01, what: str = "c
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def run_in_threads(
+    target: Callable[[Any], object], arguments: Iterable[Any], *, timeout: float | None = None
+) -> None:
+    """Call `target(argument)` in a thread of its own for each argument, then join them all.
+
+    Each join waits up to `timeout`; a target that must not fail silently records its
+    own failure (a thread's exception reaches no caller).
+    """
+    threads = [threading.Thread(target=target, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
 
 
 @contextmanager
@@ -109,6 +125,19 @@ def gunicorn(
         yield server
     finally:
         stop_process(process, timeout=15)
+
+
+def piagent_under_gunicorn(
+    fake: FakeOllama, log_dir: Path, *, extra_args: tuple[str, ...] = (), **env: str
+) -> AbstractContextManager[RunningServer]:
+    """gunicorn() serving piagent against `fake`; `env` adds variables, e.g. WEB_CONCURRENCY="2"."""
+    return gunicorn({"OLLAMA_HOST": fake.url, **env}, log_dir, extra_args=extra_args)
+
+
+def worker_pids(arbiter_pid: int) -> list[int]:
+    """The gunicorn arbiter's children: its workers (all forked before any of them answers)."""
+    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
 
 
 def stop_process(process: subprocess.Popen, timeout: float) -> None:

@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import ApiError
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat message as the model sees it."""
-
-    role: str  # "system", "user" or "assistant"
-    content: str
+from ..messages import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +41,6 @@ class MemoryLimits:
         return self.max_messages - self.max_messages % 2
 
 
-class MemoryUnavailable(ApiError):
-    """The store (a SQLite file, a Redis server) cannot be used right now."""
-
-    status = 503
-
-
 @dataclass(frozen=True, slots=True)
 class NewExchange:
     """A user message and the model's reply, kept together."""
@@ -68,15 +54,20 @@ class NewExchange:
 class ConversationStore(Protocol):
     """Recent messages per conversation id, bounded, expiring, safe under concurrent use.
 
-    A request claims its conversation with `begin` and lets go with `end`, one call
-    each (one round trip, one transaction): while it holds the claim, no other request
-    can begin on that conversation. Messages are kept in pairs, so a conversation always
-    starts with a user message. `begin` counts as use (the conversation stays alive and
-    recent); `transcript` only looks.
+    A request claims its conversation with `begin`, keeps the claim with `renew` for as
+    long as it runs, and lets go with `end`, one call each (one round trip, one
+    transaction): while it holds the claim, no other request can begin on that
+    conversation. The claim is a lease: one that is not renewed within `lease_s` lapses,
+    so the conversation of a process that died mid-reply is soon free again. Messages are
+    kept in pairs, so a conversation always starts with a user message. `begin` counts as
+    use (the conversation stays alive and recent); `transcript` only looks.
     """
 
-    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
-        """Claim the conversation for `hold_s` and recall it; None while another holder has it."""
+    def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
+        """Claim the conversation for `lease_s` and recall it; None while another holder has it."""
+
+    def renew(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Extend the claim to `lease_s` from now; False when `holder` no longer holds it."""
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim (unless it passed to another)."""

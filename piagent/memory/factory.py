@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..schemas import MESSAGE_MAX_CHARS
+from ..errors import MemoryUnavailable
+from ..messages import MESSAGE_MAX_CHARS
 from ..settings import ConfigError, Settings
-from .base import ConversationStore, MemoryLimits, MemoryUnavailable
+from .base import ConversationStore, MemoryLimits
 from .in_process import InProcessStore
 from .sqlite_store import SqliteStore
 

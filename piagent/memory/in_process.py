@@ -45,14 +45,14 @@ class InProcessStore:
         # gevent patches threading, so this lock is cooperative under gunicorn's worker.
         self._lock = threading.Lock()
 
-    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+    def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
         """Claim the conversation and recall it; None while another holder has it."""
         with self._lock:
             now = self._clock()
             current = self._holds.get(conversation_id)
             if current is not None and current[1] > now:
                 return None
-            self._holds[conversation_id] = (holder, now + hold_s)
+            self._holds[conversation_id] = (holder, now + lease_s)
             self._expire(now)
             conversation = self._conversations.get(conversation_id)
             if conversation is None:
@@ -61,6 +61,16 @@ class InProcessStore:
             encoded, ratio = conversation.encoded, conversation.token_ratio
         messages = [Message(role, content) for role, content, _ in json.loads(encoded)]
         return Recollection(messages, ratio)
+
+    def renew(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Extend the claim; False when it lapsed or passed to another holder."""
+        with self._lock:
+            now = self._clock()
+            current = self._holds.get(conversation_id)
+            if current is None or current[0] != holder or current[1] <= now:
+                return False
+            self._holds[conversation_id] = (holder, now + lease_s)
+            return True
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim."""

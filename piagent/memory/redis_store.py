@@ -18,9 +18,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..errors import MemoryUnavailable
 from .base import (
     MemoryLimits,
-    MemoryUnavailable,
     Message,
     NewExchange,
     Recollection,
@@ -70,6 +70,13 @@ touch(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[4]))
 return {redis.call('LRANGE', KEYS[2], 0, -1), redis.call('GET', KEYS[3])}
 """
 )
+
+# KEYS: hold. ARGV: holder, lease_ms. Returns 1 when renewed, 0 when the claim lapsed
+# (Redis expired the key) or another holder has it.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
 
 # KEYS: hold, messages, ratio, recent. ARGV: id, holder, and, with an exchange to keep,
 # ttl_ms, kept messages, max conversations, key prefix, token ratio ('' keeps the old
@@ -140,16 +147,16 @@ class RedisStore:
         )
         self._redis = redis.Redis(connection_pool=pool)
         self._begin = self._redis.register_script(_BEGIN)
+        self._renew = self._redis.register_script(_RENEW)
         self._end = self._redis.register_script(_END)
         self._count = self._redis.register_script(_COUNT)
 
-    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+    def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
         """Claim the conversation and recall it; None while another holder has it."""
-        hold_ms = max(1, round(hold_s * 1000))
         with self._errors_named():
             found = self._begin(
                 keys=self._keys(conversation_id),
-                args=[conversation_id, holder, hold_ms, self._ttl_ms()],
+                args=[conversation_id, holder, _milliseconds(lease_s), self._ttl_ms()],
             )
         if found is None:
             return None
@@ -158,6 +165,14 @@ class RedisStore:
         encoded, ratio = found
         messages = [Message(role, content) for role, content, _ in map(json.loads, encoded)]
         return Recollection(messages, None if ratio is None else float(ratio))
+
+    def renew(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Extend the claim; False when it lapsed or passed to another holder."""
+        with self._errors_named():
+            renewed = self._renew(
+                keys=[self._key("hold", conversation_id)], args=[holder, _milliseconds(lease_s)]
+            )
+        return renewed == 1
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim."""
@@ -221,9 +236,9 @@ class RedisStore:
         ]
 
     def _ttl_ms(self) -> int:
-        """The idle time in milliseconds; 0 (never) stays 0, any other value at least 1."""
+        """The idle time in milliseconds; 0 (never) stays 0."""
         ttl_s = self._limits.ttl_s
-        return max(1, round(ttl_s * 1000)) if ttl_s > 0 else 0
+        return _milliseconds(ttl_s) if ttl_s > 0 else 0
 
     @contextmanager
     def _errors_named(self) -> Iterator[None]:
@@ -242,3 +257,8 @@ def _without_credentials(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _milliseconds(seconds: float) -> int:
+    """A positive time in whole milliseconds, at least 1 (Redis refuses an expiry of 0)."""
+    return max(1, round(seconds * 1000))

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import MemoryUnavailable
 from .base import (
     MemoryLimits,
-    MemoryUnavailable,
     Message,
     NewExchange,
     Recollection,
@@ -93,6 +93,12 @@ INSERT INTO holds (conversation_id, holder, until) VALUES (:id, :holder, :until)
 ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, until = excluded.until
 WHERE holds.until <= :now
 """
+# A lapsed claim is not renewed, even before anyone takes it: renewing it would hide
+# that another request could have begun meanwhile (and Redis forgets it anyway).
+_RENEW = """
+UPDATE holds SET until = :until
+WHERE conversation_id = :id AND holder = :holder AND until > :now
+"""
 
 
 class SqliteStore:
@@ -122,10 +128,10 @@ class SqliteStore:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
         self._identity = _identity(path)
 
-    def begin(self, conversation_id: str, holder: str, hold_s: float) -> Recollection | None:
+    def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
         """Claim the conversation and recall it; None while another holder has it."""
         now = self._clock()
-        claim = {"id": conversation_id, "holder": holder, "until": now + hold_s, "now": now}
+        claim = {"id": conversation_id, "holder": holder, "until": now + lease_s, "now": now}
         touch = {"id": conversation_id, "now": now, "oldest": self._oldest_alive(now)}
         with self._transaction() as db:
             if db.execute(_HOLD, claim).rowcount != 1:
@@ -138,6 +144,13 @@ class SqliteStore:
                 (conversation_id,),
             )
             return Recollection([Message(role, content) for role, content in rows], touched[0])
+
+    def renew(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Extend the claim; False when it lapsed or passed to another holder."""
+        now = self._clock()
+        claim = {"id": conversation_id, "holder": holder, "until": now + lease_s, "now": now}
+        with self._transaction() as db:
+            return db.execute(_RENEW, claim).rowcount == 1
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim."""

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..memory import Message
+from ..messages import Message
 
 
 @dataclass(frozen=True, slots=True)

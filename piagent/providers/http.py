@@ -14,7 +14,7 @@ from requests.utils import get_environ_proxies
 from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from ..memory import Message
+from ..messages import Message
 from .base import Timeouts
 from .deadline import ReadDeadline
 

@@ -8,7 +8,7 @@ from typing import Any
 import requests
 
 from ..errors import UpstreamBusy, UpstreamError
-from ..memory import Message
+from ..messages import Message
 from .base import ChatStats, GenerationOptions, Timeouts
 from .http import UpstreamClient, UpstreamResponse, int_field, wire_messages
 from .ndjson import MalformedLine, iter_ndjson

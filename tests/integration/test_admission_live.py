@@ -8,25 +8,16 @@ import threading
 import time
 import uuid
 
-import pytest
 import requests
 
+from tests.conftest import gunicorn_for_module, shared_fake
 from tests.http_raw import RawResponse, encode_request, read_response, send_request
 from tests.prom import scrape, value
-from tests.servers import gunicorn, history_sent_after, wait_until
+from tests.servers import history_sent_after, run_in_threads, wait_until
 
-
-@pytest.fixture(scope="module")
-def server(module_fake, tmp_path_factory):
-    # The defaults: MAX_CONCURRENT_GENERATIONS=1, QUEUE_MAX=4, QUEUE_TIMEOUT_S=30.
-    with gunicorn({"OLLAMA_HOST": module_fake.url}, tmp_path_factory.mktemp("gunicorn")) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+# The defaults: MAX_CONCURRENT_GENERATIONS=1, QUEUE_MAX=4, QUEUE_TIMEOUT_S=30.
+server = gunicorn_for_module()
+fake = shared_fake
 
 
 def remembered(server, fake, conversation_id: str) -> list[str]:
@@ -54,11 +45,7 @@ def test_burst_beyond_the_queue_is_refused_at_once(server, fake):
         response = read_response(sock)
         results[conversation_id] = (response, time.monotonic() - sent_at)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(send, ids, timeout=30)
     for sock in sockets.values():
         sock.close()
 

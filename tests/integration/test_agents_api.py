@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.conftest import MODEL
 
 

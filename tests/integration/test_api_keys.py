@@ -9,10 +9,10 @@ import socket
 import openai
 import pytest
 
-from piagent import create_app
-from piagent.auth import PUBLIC_ENDPOINTS
+from piagent.app import create_app
+from piagent.http.auth import PUBLIC_ENDPOINTS
 from tests.http_raw import read_response
-from tests.servers import gunicorn, waitress_server
+from tests.servers import gunicorn
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
@@ -150,12 +150,28 @@ def test_under_gunicorn_raw_key_bytes_are_compared_not_decoded(keyed_server, key
     assert json.loads(response.body)  # JSON either way, never an HTML 500
 
 
-def test_openai_sdk_sends_its_api_key_as_the_bearer_key(app, fake):
-    with waitress_server(app) as served:
-        url = f"{served.url}/v1"
-        with openai.OpenAI(base_url=url, api_key=KEY_A, max_retries=0) as sdk:
-            completion = sdk.chat.completions.create(model="general", messages=MESSAGES)
-            assert completion.choices[0].message.content == "Hello!"
-        with openai.OpenAI(base_url=url, api_key="wrong", max_retries=0) as sdk:
-            with pytest.raises(openai.AuthenticationError):
-                sdk.models.list()
+def test_openai_sdk_sends_its_api_key_as_the_bearer_key(served, fake):
+    url = f"{served.url}/v1"
+    with openai.OpenAI(base_url=url, api_key=KEY_A, max_retries=0) as sdk:
+        completion = sdk.chat.completions.create(model="general", messages=MESSAGES)
+        assert completion.choices[0].message.content == "Hello!"
+    with openai.OpenAI(base_url=url, api_key="wrong", max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError):
+            sdk.models.list()
+
+
+def test_a_busy_conversation_is_named_as_the_client_named_it(app, fake):
+    client = app.test_client()
+    fake.behave(tokens=["a", "b"])
+    first = client.post(
+        "/chat",
+        json={"message": "q", "conversation_id": "busy-one", "stream": True},
+        headers=bearer(KEY_A),
+    )  # its body is not read yet, so the conversation is still being answered
+    again = client.post(
+        "/chat", json={"message": "q2", "conversation_id": "busy-one"}, headers=bearer(KEY_A)
+    )
+    first.close()
+    assert again.status_code == 409
+    detail = again.get_json()["detail"]
+    assert "'busy-one'" in detail and "/" not in detail.split("'")[1]

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.conftest import MODEL
+from tests.fake_ollama import count_prompt_tokens
 from tests.servers import free_port
 
 
@@ -29,7 +30,8 @@ def test_non_stream_reply_has_the_spec_fields(client, fake):
     assert body["model"] == MODEL
     assert body["provider"] == "ollama"
     assert response.headers["X-Conversation-Id"] == body["conversation_id"]
-    assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 3}
+    prompt_tokens = count_prompt_tokens(content for _, content in fake.last_messages())
+    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 3}
     assert body["done_reason"] == "stop"
 
 

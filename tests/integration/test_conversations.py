@@ -7,10 +7,11 @@ from datetime import datetime
 import pytest
 import redis
 
-from piagent import create_app
-from piagent.budget import estimate_tokens
-from piagent.errors import StreamInterrupted
-from piagent.memory import Message
+from piagent.app import create_app
+from piagent.chat.budget import estimate_tokens
+from piagent.http.relay import StreamInterrupted
+from piagent.memory.base import Message
+from tests.fake_ollama import count_prompt_tokens
 from tests.servers import free_port
 
 BACKENDS = ["memory", "sqlite", "redis"]
@@ -88,6 +89,18 @@ def test_delete_forgets_the_conversation(client, fake):
     assert fake.last_messages()[1:] == [("user", "again")]
 
 
+def test_delete_while_a_message_is_answered_is_409_and_forgets_nothing(client, fake):
+    chat(client, "remember me", conversation_id="busy")
+    unread = chat(client, "still answering", conversation_id="busy", stream=True)
+    refused = client.delete("/conversations/busy")
+    assert refused.status_code == 409
+    assert "'busy'" in refused.get_json()["detail"]
+    assert client.get("/conversations/busy").status_code == 200
+    unread.close()
+    assert client.delete("/conversations/busy").status_code == 204
+    assert chat(client, conversation_id="busy").status_code == 200  # the delete let go
+
+
 @pytest.mark.parametrize("bad_id", ["a%20b", "x" * 129, "semi;colon", "%C3%A9"])
 def test_an_id_breaking_the_rules_is_422_naming_it(client, bad_id):
     for method in (client.get, client.delete):
@@ -130,7 +143,9 @@ def test_a_conversation_outgrowing_the_context_keeps_the_system_prompt_and_newes
     assert [content[:10] for _, content in history[::2]] == [
         f"question {i}"[:10] for i in range(7 - kept, 7)
     ]
-    assert sum(estimate_tokens(Message(*m)) for m in messages) <= 400 - 50
+    # The fake reports its own counts, below the estimate: calibrated to them, piagent may
+    # send more than the estimate alone allows, but never more than the model can hold.
+    assert count_prompt_tokens(content for _, content in messages) <= 400 - 50
 
 
 def test_a_message_too_long_for_the_context_is_422_and_never_sent(build_client, fake):
@@ -144,9 +159,10 @@ def test_a_message_too_long_for_the_context_is_422_and_never_sent(build_client, 
     assert chat(client, "short", conversation_id="big").status_code == 200  # not left held
 
 
-def long_conversation(client, fake, turns: int, **behaviour) -> None:
+def long_conversation(client, fake, turns: int) -> None:
+    """Turns in conversation "learn" with no count reported, so the estimate alone trims."""
     for i in range(turns):
-        fake.behave(tokens=["r" * 60], **behaviour)
+        fake.behave(tokens=["r" * 60], prompt_eval_count=0)
         chat(client, f"{i}".ljust(60, "q"), conversation_id="learn")
 
 
@@ -177,11 +193,42 @@ def test_a_model_counting_fewer_tokens_than_estimated_lets_more_history_in(build
     client = build_client(ctx_tokens=500, max_tokens=50, memory_max_turns=100)
     long_conversation(client, fake, 8)
     before = history_sent(fake)
+    assert before < 2 * 7  # the estimate alone leaves some of the seven exchanges out
     fake.behave(tokens=["r" * 60], prompt_eval_count=int(0.6 * prompt_estimate(fake)))
     chat(client, "counted".ljust(60, "q"), conversation_id="learn")
     fake.behave(tokens=["r" * 60])
     chat(client, "after".ljust(60, "q"), conversation_id="learn")
     assert history_sent(fake) > before
+
+
+def test_a_model_with_a_denser_tokenizer_gets_its_history_trimmed_sooner(build_client, fake):
+    ctx_tokens, max_tokens = 1024, 100
+    room = ctx_tokens - max_tokens
+    client = build_client(ctx_tokens=ctx_tokens, max_tokens=max_tokens, memory_max_turns=100)
+
+    def converse(conversation_id: str, bytes_per_token: float) -> list[list[str]]:
+        """Ten turns; the contents sent to the fake at each, while it counts at this density."""
+        sent = []
+        for i in range(10):
+            fake.behave(tokens=["r" * 60], bytes_per_token=bytes_per_token)
+            chat(client, f"{i}".ljust(60, "q"), conversation_id=conversation_id)
+            sent.append([content for _, content in fake.last_messages()])
+        return sent
+
+    # Three bytes a token is piagent's own estimate, so these counts match it; the dense
+    # model makes twice as many tokens of the same text.
+    matching = converse("matching", bytes_per_token=3)
+    dense = converse("dense", bytes_per_token=1.5)
+
+    assert dense[0] == matching[0]  # the same first prompt: nothing learnt yet
+    assert [len(p) for p in matching] == [2 + 2 * turn for turn in range(10)]  # all kept
+    assert all(len(d) <= len(m) for d, m in zip(dense, matching, strict=True))
+    assert len(dense[-1]) < len(matching[-1])  # the dense one has lost its oldest turns
+    assert dense[-1][1:] == matching[-1][-(len(dense[-1]) - 1) :]  # the newest, whole
+    # Counted by the dense model, every prompt it got fits its context; trimmed by the
+    # estimate alone, the same conversation would not have.
+    assert all(count_prompt_tokens(prompt, 1.5) <= room for prompt in dense)
+    assert count_prompt_tokens(matching[-1], 1.5) > room
 
 
 # --- holds and failures --------------------------------------------------------------------

@@ -8,7 +8,7 @@ import socket
 
 from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
-from tests.servers import gunicorn, wait_until
+from tests.servers import piagent_under_gunicorn, wait_until
 
 TOKENS = [f"t{i} " for i in range(6)]
 
@@ -32,7 +32,7 @@ def start_stream(server, fake: FakeOllama) -> socket.socket:
 
 def test_sigterm_lets_a_running_stream_finish_and_refuses_new_connections(fake, tmp_path):
     fake.behave(tokens=TOKENS, token_delay=0.5)  # about 3 s in all
-    with gunicorn({"OLLAMA_HOST": fake.url}, tmp_path) as server:
+    with piagent_under_gunicorn(fake, tmp_path) as server:
         sock = start_stream(server, fake)
         os.kill(server.pid, signal.SIGTERM)
 
@@ -48,8 +48,7 @@ def test_sigterm_lets_a_running_stream_finish_and_refuses_new_connections(fake, 
 
 def test_stream_longer_than_graceful_timeout_is_cut_and_upstream_closed(fake, tmp_path):
     fake.behave(tokens=TOKENS, token_delay=5)  # 25 s: far longer than the grace period
-    env = {"OLLAMA_HOST": fake.url, "GRACEFUL_TIMEOUT": "1"}
-    with gunicorn(env, tmp_path) as server:
+    with piagent_under_gunicorn(fake, tmp_path, GRACEFUL_TIMEOUT="1") as server:
         sock = start_stream(server, fake)
         os.kill(server.pid, signal.SIGTERM)
 

@@ -9,10 +9,17 @@ import uuid
 import pytest
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
+from tests.conftest import shared_fake
 from tests.http_raw import read_response, send_request
-from tests.servers import REPO, gunicorn, history_sent_after, waitress_server
+from tests.servers import (
+    REPO,
+    gunicorn,
+    history_sent_after,
+    piagent_under_gunicorn,
+    waitress_server,
+)
 
 TOKENS = [f"t{i} " for i in range(40)]
 
@@ -20,9 +27,9 @@ TOKENS = [f"t{i} " for i in range(40)]
 @pytest.fixture(scope="module", params=["gunicorn", "waitress"])
 def server(request, module_fake, tmp_path_factory):
     """piagent served for real, talking to the module's fake Ollama."""
-    env = {"OLLAMA_HOST": module_fake.url, "STREAM_IDLE_TIMEOUT_S": "0.5"}
     if request.param == "gunicorn":
-        with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
+        log_dir = tmp_path_factory.mktemp("gunicorn")
+        with piagent_under_gunicorn(module_fake, log_dir, STREAM_IDLE_TIMEOUT_S="0.5") as running:
             yield running
     else:
         settings = Settings(ollama_host=module_fake.url, stream_idle_timeout_s=0.5)
@@ -30,10 +37,7 @@ def server(request, module_fake, tmp_path_factory):
             yield running
 
 
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+fake = shared_fake
 
 
 def new_id() -> str:

@@ -9,17 +9,12 @@ import uuid
 import pytest
 import redis
 
-from piagent.memory import (
-    InProcessStore,
-    MemoryLimits,
-    Message,
-    NewExchange,
-    Recollection,
-    SqliteStore,
-    StoredMessage,
-)
+from piagent.memory.base import MemoryLimits, NewExchange, Recollection, StoredMessage
+from piagent.memory.in_process import InProcessStore
 from piagent.memory.redis_store import RedisStore
-from tests.servers import wait_until
+from piagent.memory.sqlite_store import SqliteStore
+from piagent.messages import Message
+from tests.servers import run_in_threads, wait_until
 
 BACKENDS = ["memory", "sqlite", "redis"]
 SHARED = ["sqlite", "redis"]  # stores that several processes can open at once
@@ -280,6 +275,23 @@ def test_lapsed_hold_can_be_taken_over(open_store, clock):
     assert store.begin("c", "third", 10) is None
 
 
+@on(*CLOCKED)
+def test_a_renewed_lease_outlives_its_first_term_and_lapses_once_no_longer_renewed(
+    open_store, clock
+):
+    store = open_store()
+    assert store.begin("c", "first", 10) is not None
+    for _ in range(5):  # five terms of the first lease
+        clock.now += 9
+        assert store.renew("c", "first", 10) is True
+        assert store.begin("c", "second", 10) is None
+    clock.now += 10
+    assert store.renew("c", "first", 10) is False  # lapsed, though nobody took it yet
+    assert store.begin("c", "second", 10) is not None
+    assert store.renew("c", "first", 10) is False
+    assert store.renew("c", "second", 10) is True
+
+
 # --- holds: one request at a time per conversation ---------------------------------------
 
 
@@ -298,6 +310,19 @@ def test_one_request_at_a_time_holds_a_conversation(open_store):
 
 
 @on(*BACKENDS)
+def test_only_the_holder_renews_its_lease(open_store):
+    store = open_store()
+    assert store.begin("c", "first", 30) is not None
+    assert store.renew("c", "first", 30) is True
+    assert store.renew("c", "second", 30) is False
+    assert store.begin("c", "second", 30) is None  # the failed renewal took nothing
+    assert store.renew("unknown", "first", 30) is False
+    store.end("c", "first")
+    assert store.renew("c", "first", 30) is False  # let go: a late renewal does not revive it
+    assert store.begin("c", "second", 30) is not None
+
+
+@on(*BACKENDS)
 def test_threads_racing_for_a_conversation_let_exactly_one_in(open_store):
     store = open_store()
     start = threading.Barrier(8)
@@ -308,11 +333,7 @@ def test_threads_racing_for_a_conversation_let_exactly_one_in(open_store):
         if store.begin("contended", f"holder-{n}", 30) is not None:
             winners.append(n)
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(claim, range(8))
     assert len(winners) == 1
 
 
@@ -331,11 +352,7 @@ def test_threads_taking_turns_on_one_conversation_keep_every_exchange_whole(open
             wait_until(lambda: store.begin("shared", holder, 30), 10, interval=0.001)  # noqa: B023
             store.end("shared", holder, NewExchange(f"q{n}-{i}", f"a{n}-{i}", 1.0))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, range(8))
 
     history = recall(store, "shared").messages
     assert len(history) == 400
@@ -355,11 +372,7 @@ def test_threads_on_many_conversations_respect_the_cap(open_store):
         for i in range(50):
             save(store, f"c{n}-{i}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, range(4))
     assert len(store) == 20
 
 
@@ -450,7 +463,19 @@ def test_redis_keys_stay_bounded_under_a_flood(open_store):
 
 
 @on("redis")
-def test_redis_hold_lapses_by_itself(open_store):
+def test_redis_hold_lapses_by_itself_and_cannot_be_renewed_after(open_store):
     store = open_store()
     assert store.begin("c", "crashed", 0.2) is not None
     wait_until(lambda: store.begin("c", "next", 30), 5, what="the hold to lapse")
+    assert store.renew("c", "crashed", 30) is False
+    assert store.renew("c", "next", 30) is True
+
+
+@on("redis")
+def test_redis_renewal_moves_the_expiry_of_the_hold(open_store):
+    store = open_store()
+    assert store.begin("c", "first", 0.2) is not None
+    assert store.renew("c", "first", 60) is True
+    with redis.Redis.from_url(open_store.redis_url) as client:
+        # Without the renewal the hold would be gone within 0.2 s.
+        assert client.pttl(f"{open_store.prefix}hold:c") > 30_000

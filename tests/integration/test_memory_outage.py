@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.redis_server import redis_server
 
 NDJSON = {"Accept": "application/x-ndjson"}

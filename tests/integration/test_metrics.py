@@ -6,10 +6,10 @@ import re
 
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from tests.http_raw import read_response, send_request
 from tests.prom import samples, scrape, value
-from tests.servers import free_port, gunicorn, wait_until, waitress_server
+from tests.servers import free_port, piagent_under_gunicorn, wait_until, waitress_server
 
 
 def chat(url: str, **body) -> requests.Response:
@@ -80,13 +80,8 @@ def test_exposition_is_prometheus_text(client):
 
 def test_two_workers_report_the_sum_of_both(fake, tmp_path):
     fake.behave(tokens=["x", "y"])
-    env = {
-        "OLLAMA_HOST": fake.url,
-        "WEB_CONCURRENCY": "2",
-        "ENABLE_MEMORY": "false",
-        "LOG_FORMAT": "text",
-    }
-    with gunicorn(env, tmp_path) as server:
+    env = {"WEB_CONCURRENCY": "2", "ENABLE_MEMORY": "false", "LOG_FORMAT": "text"}
+    with piagent_under_gunicorn(fake, tmp_path, **env) as server:
 
         def serving_workers() -> set[str]:
             return set(re.findall(r"\[(\d+)\] \[INFO\] request .*path=/chat ", server.log()))

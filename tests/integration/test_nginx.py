@@ -10,19 +10,17 @@ from itertools import pairwise
 import pytest
 import requests
 
+from tests.conftest import gunicorn_for_module, shared_fake
 from tests.http_raw import read_response, send_request
 from tests.nginx import default_buffering_site, nginx, shipped_site
-from tests.servers import free_port, gunicorn
+from tests.servers import free_port
 
 PACE_S = 0.05
 TOKENS = [f"tok{i} " for i in range(8)]
 
 
-@pytest.fixture(scope="module")
-def piagent(module_fake, tmp_path_factory):
-    env = {"OLLAMA_HOST": module_fake.url, "ACCESS_LOG": ""}
-    with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
-        yield running
+piagent = gunicorn_for_module(ACCESS_LOG="")
+fake = shared_fake
 
 
 @pytest.fixture(scope="module", params=["shipped", "default_buffering"])
@@ -31,12 +29,6 @@ def proxy(request, piagent, tmp_path_factory):
     make_site = shipped_site if request.param == "shipped" else default_buffering_site
     with nginx(make_site(upstream, free_port()), tmp_path_factory.mktemp("nginx")) as running:
         yield running
-
-
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
 
 
 def test_tokens_arrive_one_by_one_at_the_fakes_pace(proxy, fake):

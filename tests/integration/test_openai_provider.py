@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request
@@ -209,12 +209,6 @@ def test_broken_stream_before_any_text_is_502(client, upstream, behaviour, words
 
 
 # --- failures after the response started, and the client leaving, on a real socket ----
-
-
-@pytest.fixture
-def served(app):
-    with waitress_server(app) as running:
-        yield running
 
 
 def stream_request(served, conversation_id: str):

@@ -8,15 +8,8 @@ import openai
 import pytest
 
 from tests.http_raw import read_response, send_request
-from tests.servers import waitress_server
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def served(app):
-    with waitress_server(app) as running:
-        yield running
 
 
 @pytest.fixture

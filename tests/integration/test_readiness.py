@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.conftest import MODEL
 from tests.fake_ollama import FakeOllama

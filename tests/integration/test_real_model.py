@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from demo.llama_server import MODEL_NAME
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import Settings
 from tests.components import require_demo_packages
 from tests.http_raw import read_response, send_request

@@ -9,25 +9,16 @@ import re
 import pytest
 import requests
 
-from piagent import create_app
-from tests.conftest import MODEL
-from tests.servers import gunicorn, wait_until
+from piagent.app import create_app
+from tests.conftest import MODEL, gunicorn_for_module, shared_fake
+from tests.servers import wait_until
 
 SECRET_MESSAGE = "my-bank-pin-is-4321"
 SECRET_REPLY = "noted-4321"
 
 
-@pytest.fixture(scope="module")
-def server(module_fake, tmp_path_factory):
-    env = {"OLLAMA_HOST": module_fake.url, "LOG_FORMAT": "json"}
-    with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+server = gunicorn_for_module(LOG_FORMAT="json")
+fake = shared_fake
 
 
 def request_lines(server) -> list[dict]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
-from tests.fake_ollama import FakeOllama
-from tests.servers import gunicorn
+from tests.conftest import shared_fake
+from tests.servers import piagent_under_gunicorn, worker_pids
 
 CONVERSATIONS = 50
 TURNS = 10
@@ -21,40 +20,20 @@ ACCESS_FORMAT = ("--access-logformat", '%(p)s %({x-conversation-id}o)s "%(r)s" %
 _ACCESS_LINE = re.compile(r"^<?(\d+)>? (\S+) \"POST /chat ", re.MULTILINE)
 
 
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+fake = shared_fake
 
-
-def base_env(fake: FakeOllama, **extra: str) -> dict[str, str]:
-    # Every turn of a conversation fits, so what was sent is exactly what was kept.
-    # Every conversation is answered at once: this tests memory, not the admission queue.
-    return {
-        "OLLAMA_HOST": fake.url,
-        "MEMORY_MAX_TURNS": str(2 * TURNS),
-        "MAX_CONCURRENT_GENERATIONS": "256",
-        **extra,
-    }
-
-
-def worker_pids(arbiter_pid: int) -> list[int]:
-    """The arbiter's children: gunicorn forks every worker before any of them answers."""
-    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text()
-    return [int(pid) for pid in children.split()]
+# Every turn of a conversation fits, so what was sent is exactly what was kept.
+# Every conversation is answered at once: this tests memory, not the admission queue.
+ROOMY = {"MEMORY_MAX_TURNS": str(2 * TURNS), "MAX_CONCURRENT_GENERATIONS": "256"}
 
 
 @pytest.fixture(scope="module")
 def sqlite_workers(module_fake, tmp_path_factory):
     """One gunicorn with two gevent workers sharing a SQLite file."""
     root = tmp_path_factory.mktemp("sqlite-workers")
-    env = base_env(
-        module_fake,
-        WEB_CONCURRENCY="2",
-        MEMORY_BACKEND="sqlite",
-        MEMORY_PATH=str(root / "memory.sqlite3"),
-    )
-    with gunicorn(env, root, extra_args=ACCESS_FORMAT) as server:
+    env = {**ROOMY, "WEB_CONCURRENCY": "2", "MEMORY_BACKEND": "sqlite"}
+    env["MEMORY_PATH"] = str(root / "memory.sqlite3")
+    with piagent_under_gunicorn(module_fake, root, extra_args=ACCESS_FORMAT, **env) as server:
         assert len(worker_pids(server.pid)) == 2
         yield server
 
@@ -64,10 +43,10 @@ def redis_pis(module_fake, redis_url, tmp_path_factory):
     """Two separate gunicorn processes, as on two Pis, sharing one Redis."""
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
-    env = base_env(module_fake, MEMORY_BACKEND="redis", REDIS_URL=redis_url)
+    env = {**ROOMY, "MEMORY_BACKEND": "redis", "REDIS_URL": redis_url}
     with (
-        gunicorn(env, tmp_path_factory.mktemp("pi-1")) as first,
-        gunicorn(env, tmp_path_factory.mktemp("pi-2")) as second,
+        piagent_under_gunicorn(module_fake, tmp_path_factory.mktemp("pi-1"), **env) as first,
+        piagent_under_gunicorn(module_fake, tmp_path_factory.mktemp("pi-2"), **env) as second,
     ):
         yield [first, second]
 
@@ -165,12 +144,12 @@ def test_a_second_message_during_a_reply_is_409_across_pis(redis_pis, fake):
 
 
 def test_sqlite_conversation_continues_after_a_restart(fake, tmp_path):
-    env = base_env(fake, MEMORY_BACKEND="sqlite", MEMORY_PATH=str(tmp_path / "memory.sqlite3"))
+    env = {**ROOMY, "MEMORY_BACKEND": "sqlite", "MEMORY_PATH": str(tmp_path / "memory.sqlite3")}
     fake.behave(tokens=["kept across the restart"])
-    with gunicorn(env, tmp_path) as before:
+    with piagent_under_gunicorn(fake, tmp_path, **env) as before:
         assert ask(before.url, "durable", "before").status_code == 200
     fake.behave(tokens=["continued"])
-    with gunicorn(env, tmp_path) as after:
+    with piagent_under_gunicorn(fake, tmp_path, **env) as after:
         assert ask(after.url, "durable", "after").status_code == 200
         stored = requests.get(f"{after.url}/conversations/durable", timeout=10).json()
     sent = [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"][1:]]
@@ -185,12 +164,14 @@ def test_sqlite_conversation_continues_after_a_restart(fake, tmp_path):
 
 @pytest.mark.parametrize("off", ["false", "off"])
 def test_without_memory_every_worker_asked_for_runs(fake, tmp_path, off):
-    with gunicorn(base_env(fake, WEB_CONCURRENCY="2", ENABLE_MEMORY=off), tmp_path) as server:
+    with piagent_under_gunicorn(
+        fake, tmp_path, **ROOMY, WEB_CONCURRENCY="2", ENABLE_MEMORY=off
+    ) as server:
         assert len(worker_pids(server.pid)) == 2
 
 
 def test_in_process_memory_keeps_one_worker_and_says_why(fake, tmp_path):
-    with gunicorn(base_env(fake, WEB_CONCURRENCY="3"), tmp_path) as server:
+    with piagent_under_gunicorn(fake, tmp_path, **ROOMY, WEB_CONCURRENCY="3") as server:
         assert len(worker_pids(server.pid)) == 1
         log = server.log()
     assert "running 1 worker, not WEB_CONCURRENCY=3" in log

@@ -11,34 +11,24 @@ import uuid
 import pytest
 import requests
 
-from piagent import create_app
-from piagent.errors import StreamInterrupted
-from tests.conftest import MODEL
+from piagent.app import create_app
+from piagent.http.relay import StreamInterrupted
+from tests.conftest import MODEL, gunicorn_for_module, shared_fake
 from tests.http_raw import read_head, read_response, send_request, sse_events
-from tests.servers import gunicorn, history_sent_after
+from tests.servers import history_sent_after, run_in_threads
 
 # A disconnect must reach Ollama within this many seconds (the bound).
 CANCEL_BOUND_S = 0.05
 
 
-@pytest.fixture(scope="module")
-def server(module_fake, tmp_path_factory):
-    env = {
-        "OLLAMA_HOST": module_fake.url,
-        "SSE_HEARTBEAT_S": "0.2",
-        "STREAM_IDLE_TIMEOUT_S": "2",
-        "ACCESS_LOG": "",
-        # These tests load the relay, not admission control: room for every stream.
-        "MAX_CONCURRENT_GENERATIONS": "256",
-    }
-    with gunicorn(env, tmp_path_factory.mktemp("gunicorn")) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(module_fake):
-    module_fake.reset()
-    return module_fake
+server = gunicorn_for_module(
+    SSE_HEARTBEAT_S="0.2",
+    STREAM_IDLE_TIMEOUT_S="2",
+    ACCESS_LOG="",
+    # These tests load the relay, not admission control: room for every stream.
+    MAX_CONCURRENT_GENERATIONS="256",
+)
+fake = shared_fake
 
 
 def body(**fields) -> dict:
@@ -115,10 +105,16 @@ def test_worker_keeps_serving_after_cancellations(server, fake):
 # --- SSE and NDJSON -------------------------------------------------------------------
 
 
+def streamed_reply(server, accept: str, request: dict) -> requests.Response:
+    return requests.post(f"{server.url}/chat", json=request, headers={"Accept": accept}, timeout=10)
+
+
+def sse_reply(server) -> requests.Response:
+    return streamed_reply(server, "text/event-stream", body(stream=True))
+
+
 def structured_events(server, accept: str, request: dict) -> list[dict]:
-    reply = requests.post(
-        f"{server.url}/chat", json=request, headers={"Accept": accept}, timeout=10
-    )
+    reply = streamed_reply(server, accept, request)
     assert reply.status_code == 200
     assert reply.headers["Content-Type"].startswith(accept)
     if accept == "text/event-stream":
@@ -165,12 +161,7 @@ def test_failure_after_start_ends_with_an_error_event_and_saves_nothing(server, 
 
 def test_sse_sends_heartbeats_while_waiting_for_the_first_token(server, fake):
     fake.behave(tokens=["late"], first_token_delay=0.9)
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     raw = reply.content.decode()
     events, comments = sse_events(reply.content)
     assert len(comments) >= 2
@@ -180,12 +171,7 @@ def test_sse_sends_heartbeats_while_waiting_for_the_first_token(server, fake):
 
 def test_sse_failure_after_heartbeats_is_an_error_event(server, fake):
     fake.behave(first_token_delay=0.5, status=500, error="model crashed while loading")
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     events, comments = sse_events(reply.content)
     assert comments
     assert events == [{"type": "error", "detail": events[0]["detail"]}]
@@ -194,12 +180,7 @@ def test_sse_failure_after_heartbeats_is_an_error_event(server, fake):
 
 def test_sse_failure_before_the_first_heartbeat_keeps_its_status(server, fake):
     fake.behave(status=404)  # quick: an unknown model
-    reply = requests.post(
-        f"{server.url}/chat",
-        json=body(stream=True),
-        headers={"Accept": "text/event-stream"},
-        timeout=10,
-    )
+    reply = sse_reply(server)
     assert reply.status_code == 502
     assert "detail" in reply.json()
 
@@ -207,9 +188,7 @@ def test_sse_failure_before_the_first_heartbeat_keeps_its_status(server, fake):
 def test_plain_text_is_the_default_for_any_accept(server, fake):
     fake.behave(tokens=["x"])
     for accept in ("*/*", "text/*", "text/html,*/*;q=0.8"):
-        reply = requests.post(
-            f"{server.url}/chat", json=body(stream=True), headers={"Accept": accept}, timeout=10
-        )
+        reply = streamed_reply(server, accept, body(stream=True))
         assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert reply.text == "x"
 
@@ -246,11 +225,7 @@ def test_200_concurrent_streams_through_one_gevent_worker(server, fake):
         except Exception as exc:  # recorded and asserted below
             results[index] = exc
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_in_threads(client, range(200), timeout=60)
     expected = "".join(tokens).encode()
     failures = [r for r in results if r != expected]
     assert failures == []

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from piagent import create_app
+from piagent.app import create_app
 
 USER = {"role": "user", "content": "hi"}
 

@@ -7,10 +7,10 @@ import logging
 import pytest
 import requests
 
-from piagent import create_app
+from piagent.app import create_app
 from piagent.settings import ConfigError, load_settings
 from tests.conftest import MODEL
-from tests.servers import free_port, gunicorn, wait_until
+from tests.servers import free_port, piagent_under_gunicorn, wait_until
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_warmup_with_ollama_down_only_logs(make_settings, caplog):
 
 def test_warmup_does_not_hold_up_a_gunicorn_worker(fake, tmp_path):
     fake.behave(first_token_delay=30)  # a cold model on a Pi
-    with gunicorn({"OLLAMA_HOST": fake.url, "WARMUP": "true"}, tmp_path) as server:
+    with piagent_under_gunicorn(fake, tmp_path, WARMUP="true") as server:
         generation = fake.wait_for_generation_start(timeout=5)
         assert generation.request.json["messages"] == []
         # The worker answers while the model is still loading.

@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from piagent.admission import AdmissionGate, Slot
-from piagent.errors import Overloaded, UpstreamError
-from piagent.providers.base import ChatStats
+from piagent.chat.admission import AdmissionGate, Slot
+from piagent.errors import Overloaded
 from tests.servers import wait_until
 
 
@@ -86,8 +85,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after():
     wait_until(lambda: recorder.last_queue == ("queue", 1, 1), 5, what="one queued")
     with pytest.raises(Overloaded) as refused:
         admission.acquire()
-    assert refused.value.status == 503
-    assert refused.value.headers["Retry-After"] == "5"  # nothing measured yet: the default
+    assert refused.value.retry_after_s == 5  # nothing measured yet: the default
     assert "QUEUE_MAX=1" in refused.value.detail
     assert ("rejected", "queue_full") in recorder.events
 
@@ -150,44 +148,4 @@ def test_retry_after_follows_how_long_generations_take():
     admission.acquire()
     with pytest.raises(Overloaded) as refused:
         admission.acquire()
-    assert refused.value.headers["Retry-After"] == "6"
-
-
-class Upstream:
-    """A minimal ChatStream."""
-
-    stats = ChatStats(completion_tokens=1)
-
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def __iter__(self):
-        yield "hi"
-
-    def close(self) -> None:
-        self.closed += 1
-
-
-def test_admitted_reply_holds_its_place_until_closed():
-    admission, _ = gate(queue_max=0)
-    upstream = Upstream()
-    stream = admission.admit(lambda: upstream)()
-    assert list(stream) == ["hi"]
-    assert stream.stats == upstream.stats
-    with pytest.raises(Overloaded):
-        admission.admit(Upstream)()
-    stream.close()
-    stream.close()
-    assert upstream.closed == 2  # closing is passed on; the place is freed once
-    admission.admit(Upstream)().close()
-
-
-def test_failed_open_gives_the_place_back():
-    admission, _ = gate(queue_max=0)
-
-    def failing():
-        raise UpstreamError("down")
-
-    with pytest.raises(UpstreamError):
-        admission.admit(failing)()
-    admission.admit(Upstream)()  # not refused: the place came back
+    assert refused.value.retry_after_s == 6

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from piagent.auth import load_api_keys
 from piagent.errors import Unauthorized
+from piagent.http.auth import load_api_keys
 from piagent.settings import ConfigError, Settings
 
 KEY_A = "a" * 16

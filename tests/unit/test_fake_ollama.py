@@ -8,8 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 import requests
@@ -20,6 +19,14 @@ from tests.fake_ollama import (
     SERVER_BUSY,
     Behaviour,
     FakeOllama,
+)
+from tests.http_raw import (
+    RawResponse,
+    encode_request,
+    read_chunk,
+    read_head,
+    read_response,
+    read_response_from,
 )
 
 MODEL = "qwen2.5:3b-instruct"
@@ -49,56 +56,11 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-@dataclass
-class RawResponse:
-    """A response read byte-exactly off the socket, chunk framing kept."""
-
-    status: int
-    headers: dict[str, str]
-    chunks: list[bytes]  # decoded chunk payloads, in order (empty for Content-Length bodies)
-    body: bytes
-    complete: bool  # the terminating chunk (or the full Content-Length) arrived
-
-
-def raw_request(method: str, path: str, body: Any = None, *, extra: str = "") -> bytes:
-    """Encode one HTTP/1.1 request; dict bodies become JSON with a Content-Length."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
-    )
-    return head.encode() + data
-
-
-def read_response(reader: BinaryIO) -> RawResponse:
-    """Parse one response, recording each chunk and whether the body ended properly."""
-    status = int(reader.readline().split()[1])
-    headers = {}
-    while (line := reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.lower()] = value.strip()
-    if headers.get("transfer-encoding") != "chunked":
-        body = reader.read(int(headers["content-length"]))
-        return RawResponse(status, headers, [], body, len(body) == int(headers["content-length"]))
-    chunks: list[bytes] = []
-    complete = False
-    while size_line := reader.readline():
-        size = int(size_line, 16)
-        if size == 0:
-            complete = reader.readline() == b"\r\n"
-            break
-        data = reader.read(size + 2)
-        if len(data) < size + 2:
-            break
-        chunks.append(data[:size])
-    return RawResponse(status, headers, chunks, b"".join(chunks), complete)
-
-
 def exchange(fake: FakeOllama, request: bytes) -> RawResponse:
     """Send one request on a fresh connection and read its response."""
     with socket.create_connection(("127.0.0.1", fake.port), timeout=2) as sock:
         sock.sendall(request)
-        with sock.makefile("rb") as reader:
-            return read_response(reader)
+        return read_response(sock)
 
 
 def lines_of(body: bytes) -> list[Any]:
@@ -152,7 +114,7 @@ def test_chat_stream_sends_one_exact_json_line_per_token(
 
 def test_each_line_is_its_own_chunk_encoded_like_go(fake: FakeOllama) -> None:
     fake.behave(tokens=["<b>", "&", "é"])
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.complete and len(resp.chunks) == 4
     assert all(chunk.endswith(b"\n") and chunk.count(b"\n") == 1 for chunk in resp.chunks)
     # Compact separators, HTML-safe escapes, raw UTF-8: what Go's encoding/json writes.
@@ -186,6 +148,32 @@ def test_generate_answers_with_response_fields(fake: FakeOllama, http: requests.
     assert "message" not in lines[0] and lines[-1]["done"] and lines[-1]["context"]
     whole = http.post(fake.url + "/api/generate", json={**GENERATE, "stream": False}).json()
     assert (whole["response"], whole["done_reason"]) == ("xy", "stop")
+
+
+def test_prompt_eval_count_is_counted_from_the_prompt_sent(
+    fake: FakeOllama, http: requests.Session
+) -> None:
+    system = {"role": "system", "content": "x" * 40}
+    chat = {
+        "model": MODEL,
+        "messages": [system, {"role": "user", "content": "é" * 5}],
+        "stream": False,
+    }
+
+    def counted(**behaviour: Any) -> int | None:
+        fake.behave(**behaviour)
+        return http.post(fake.url + "/api/chat", json=chat).json().get("prompt_eval_count")
+
+    # 3 open the reply; each message is 5 around its content, and a token per 4 bytes of it.
+    assert counted() == 3 + (5 + 10) + (5 + 3)
+    assert counted(bytes_per_token=2) == 3 + (5 + 20) + (5 + 5)
+    assert counted(prompt_eval_count=7) == 7
+    assert counted(prompt_eval_count=0) is None  # left out, as for a prompt all in cache
+    fake.behave(tokens=["x", "y"])
+    generate = {"model": MODEL, "system": "x" * 8, "prompt": "hi", "stream": False}
+    whole = http.post(fake.url + "/api/generate", json=generate).json()
+    assert whole["prompt_eval_count"] == 3 + (5 + 2) + (5 + 1)
+    assert len(whole["context"]) == whole["prompt_eval_count"] + 2  # prompt, then the reply
 
 
 def test_unknown_model_is_404_before_any_output(fake: FakeOllama, http: requests.Session) -> None:
@@ -236,7 +224,7 @@ def test_status_errors_come_before_any_output(
 
 def test_error_after_streams_an_error_line_then_ends_the_body(fake: FakeOllama) -> None:
     fake.behave(tokens=["a", "b", "c"], error_after=2)
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.status == 200 and resp.complete
     lines = lines_of(resp.body)
     assert [line.get("message", {}).get("content") for line in lines[:2]] == ["a", "b"]
@@ -255,7 +243,7 @@ def test_drop_after_leaves_the_chunked_body_incomplete(
     fake: FakeOllama, http: requests.Session
 ) -> None:
     fake.behave(tokens=["a", "b", "c"], drop_after=2)
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.status == 200 and not resp.complete
     assert [line["message"]["content"] for line in lines_of(resp.body)] == ["a", "b"]
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
@@ -266,7 +254,7 @@ def test_drop_after_leaves_the_chunked_body_incomplete(
 def test_reset_after_resets_the_connection(fake: FakeOllama) -> None:
     fake.behave(tokens=["a", "b"], reset_after=1)
     with socket.create_connection(("127.0.0.1", fake.port), timeout=2) as sock:
-        sock.sendall(raw_request("POST", "/api/chat", CHAT))
+        sock.sendall(encode_request(fake.url, "/api/chat", CHAT))
         with pytest.raises(ConnectionResetError):
             while sock.recv(65536):
                 pass
@@ -276,12 +264,10 @@ def test_reset_after_resets_the_connection(fake: FakeOllama) -> None:
 def test_stalled_stream_notices_the_client_closing_within_50ms(fake: FakeOllama) -> None:
     fake.behave(tokens=["a", "b", "c"], stall_after=1)
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
-    sock.sendall(raw_request("POST", "/api/chat", CHAT))
+    sock.sendall(encode_request(fake.url, "/api/chat", CHAT))
     reader = sock.makefile("rb")
-    while reader.readline() != b"\r\n":  # headers
-        pass
-    size = int(reader.readline(), 16)
-    assert json.loads(reader.read(size + 2))["message"]["content"] == "a"
+    read_head(reader)
+    assert json.loads(read_chunk(reader))["message"]["content"] == "a"
     closed_at = time.monotonic()
     reader.close()
     sock.close()
@@ -294,7 +280,7 @@ def test_stalled_stream_notices_the_client_closing_within_50ms(fake: FakeOllama)
 def test_closing_before_the_first_token_is_noticed(fake: FakeOllama) -> None:
     fake.behave(first_token_delay=5)
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
-    sock.sendall(raw_request("POST", "/api/generate", GENERATE))
+    sock.sendall(encode_request(fake.url, "/api/generate", GENERATE))
     started = fake.wait_for_generation_start()
     closed_at = time.monotonic()
     sock.close()
@@ -310,7 +296,7 @@ def test_stop_frees_stalled_and_idle_connections_at_once() -> None:
     fake.behave(stall_after=0)
     idle = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
     stalled = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
-    stalled.sendall(raw_request("POST", "/api/chat", CHAT))
+    stalled.sendall(encode_request(fake.url, "/api/chat", CHAT))
     generation = fake.wait_for_generation_start()
     began = time.monotonic()
     fake.stop()
@@ -325,7 +311,7 @@ def test_stop_frees_stalled_and_idle_connections_at_once() -> None:
 
 def test_malformed_after_inserts_a_non_json_line(fake: FakeOllama) -> None:
     fake.behave(tokens=["a", "b"], malformed_after=1, malformed_line="{oops")
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     raw_lines = resp.body.splitlines()
     assert raw_lines[1] == b"{oops" and len(raw_lines) == 4 and resp.complete
     assert json.loads(raw_lines[2])["message"]["content"] == "b"
@@ -335,7 +321,7 @@ def test_split_lines_cuts_each_line_across_two_chunks(
     fake: FakeOllama, http: requests.Session
 ) -> None:
     fake.behave(tokens=["héllo", "👋"], split_lines=True, split_delay=0.002)
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.complete and len(resp.chunks) == 6
     assert not any(chunk.endswith(b"\n") for chunk in resp.chunks[::2])
     with http.post(fake.url + "/api/chat", json=CHAT, stream=True) as streamed:
@@ -345,7 +331,7 @@ def test_split_lines_cuts_each_line_across_two_chunks(
 
 def test_pack_lines_writes_every_line_in_one_chunk(fake: FakeOllama) -> None:
     fake.behave(tokens=["a", "b", "c"], pack_lines=True)
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.complete and len(resp.chunks) == 1
     assert len(lines_of(resp.chunks[0])) == 4
     assert fake.generations[0].wait_finished().tokens_sent == 3
@@ -353,7 +339,7 @@ def test_pack_lines_writes_every_line_in_one_chunk(fake: FakeOllama) -> None:
 
 def test_no_trailing_newline_on_the_last_line(fake: FakeOllama, http: requests.Session) -> None:
     fake.behave(no_trailing_newline=True)
-    resp = exchange(fake, raw_request("POST", "/api/chat", CHAT))
+    resp = exchange(fake, encode_request(fake.url, "/api/chat", CHAT))
     assert resp.complete and resp.body.endswith(b"}") and resp.body.count(b"\n") == 3
     assert json.loads(list(http.post(fake.url + "/api/chat", json=CHAT).iter_lines())[-1])["done"]
 
@@ -392,12 +378,12 @@ def test_keep_alive_serves_several_requests_on_one_connection(fake: FakeOllama) 
     )
     with socket.create_connection(("127.0.0.1", fake.port), timeout=2) as sock:
         reader = sock.makefile("rb")
-        sock.sendall(raw_request("POST", "/api/chat", CHAT))
-        assert read_response(reader).complete
-        sock.sendall(raw_request("POST", "/api/chat", {**CHAT, "stream": False}))
-        assert read_response(reader).body.startswith(b'{"model":')
+        sock.sendall(encode_request(fake.url, "/api/chat", CHAT))
+        assert read_response_from(reader).complete
+        sock.sendall(encode_request(fake.url, "/api/chat", {**CHAT, "stream": False}))
+        assert read_response_from(reader).body.startswith(b'{"model":')
         sock.sendall(b"POST /api/generate HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
-        assert json.loads(read_response(reader).body)["done_reason"] == "load"
+        assert json.loads(read_response_from(reader).body)["done_reason"] == "load"
         reader.close()
     assert fake.requests[2].json == {"model": MODEL}
 
@@ -419,7 +405,7 @@ def test_reset_forgets_everything_including_closes_noticed_later(
 ) -> None:
     fake.behave(stall_after=0)
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=2)
-    sock.sendall(raw_request("POST", "/api/chat", CHAT))
+    sock.sendall(encode_request(fake.url, "/api/chat", CHAT))
     stale = fake.wait_for_generation_start()
     fake.behave_once(status=503)
     fake.reset()
@@ -452,6 +438,8 @@ def test_nothing_to_generate_loads_or_unloads(fake: FakeOllama, http: requests.S
         {"status": 500, "stall_after": 1},
         {"split_lines": True, "pack_lines": True},
         {"status": 200},
+        {"prompt_eval_count": -1},
+        {"bytes_per_token": 0},
     ],
 )
 def test_behaviour_rejects_impossible_scripts(fields: dict[str, Any]) -> None:

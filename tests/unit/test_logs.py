@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from piagent.logs import JsonFormatter, TextFormatter
+from piagent.ops.logs import JsonFormatter, TextFormatter
 
 
 def record(**fields) -> logging.LogRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from piagent.errors import UpstreamError
-from piagent.readiness import ReadinessProbe
+from piagent.ops.readiness import ReadinessProbe
 
 
 class Check:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from piagent.schemas import ChatRequest
+from piagent.http.schemas import ChatRequest
 
 
 def error_locs(body: bytes) -> list[tuple]:

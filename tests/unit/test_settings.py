@@ -1,8 +1,14 @@
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
-from piagent.settings import ConfigError, Settings, load_settings
+from piagent.settings import ConfigError, Settings, _config_error, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_the_spec():
@@ -53,6 +59,8 @@ def test_enable_memory_false_words(word):
         ("OLLAMA_HOST", "localhost:11434"),
         ("MEMORY_BACKEND", "postgres"),
         ("REDIS_URL", "localhost:6379"),
+        ("MEMORY_LEASE_S", "0"),
+        ("MEMORY_LEASE_S", "soon"),
     ],
 )
 def test_unreadable_value_names_variable_and_value_in_one_line(name, value):
@@ -109,3 +117,122 @@ def test_openai_provider_without_a_model_stops_the_start_naming_the_variable():
 def test_openai_base_url_must_be_http():
     with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
         load_settings(environ={"OPENAI_BASE_URL": "127.0.0.1:8080"}, env_file=None)
+
+
+# What the float settings are, found from the class so that a new one is covered too.
+FLOAT_VARIABLES = [
+    name.upper() for name, field in Settings.model_fields.items() if field.annotation is float
+]
+
+
+def test_float_variables_are_found():
+    assert {"TEMPERATURE", "REPLY_TIMEOUT_S", "MEMORY_TTL_MIN", "READY_CACHE_S"} <= set(
+        FLOAT_VARIABLES
+    )
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan", "NaN"])
+@pytest.mark.parametrize("name", FLOAT_VARIABLES)
+def test_float_settings_refuse_infinity_and_nan(name, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={name: value}, env_file=None)
+    assert str(caught.value).startswith(f"{name}={value!r} is invalid: ")
+    assert "finite" in str(caught.value)
+
+
+def test_settings_built_directly_read_neither_the_environment_nor_dot_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / ".env").write_text("CTX_TOKENS=4096\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAX_TOKENS", "77")
+    assert (Settings().ctx_tokens, Settings().max_tokens) == (2048, 200)
+    assert Settings(max_tokens=50).max_tokens == 50
+
+
+def test_without_arguments_the_process_environment_and_dot_env_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / ".env").write_text("CTX_TOKENS=4096\nMAX_TOKENS=50\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAX_TOKENS", "77")
+    settings = load_settings()
+    assert (settings.ctx_tokens, settings.max_tokens) == (4096, 77)
+
+
+def test_variable_names_are_read_in_any_case_as_pydantic_settings_does(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("ctx_tokens=4096\n")
+    settings = load_settings(environ={"Max_Tokens": "5"}, env_file=env_file)
+    assert (settings.ctx_tokens, settings.max_tokens) == (4096, 5)
+
+
+def test_env_file_may_hold_gunicorns_variables_too(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("BIND=127.0.0.1:8001\nWEB_CONCURRENCY=2\nMAX_TOKENS=60\n")
+    assert load_settings(environ={}, env_file=env_file).max_tokens == 60
+
+
+def test_a_bad_value_in_env_file_is_named_like_one_in_the_environment(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("QUEUE_MAX=several\n")
+    with pytest.raises(ConfigError, match=r"^QUEUE_MAX='several' is invalid: "):
+        load_settings(environ={}, env_file=env_file)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"MAX_TOKENS": "2048"}, {"MAX_TOKENS": "4096"}, {"CTX_TOKENS": "200"}],
+    ids=["equal", "above", "context-lowered"],
+)
+def test_max_tokens_must_be_below_ctx_tokens_saying_what_to_change(environ):
+    values = {"MAX_TOKENS": "200", "CTX_TOKENS": "2048", **environ}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=environ, env_file=None)
+    message = str(caught.value)
+    assert message.startswith(
+        f"MAX_TOKENS={values['MAX_TOKENS']} must be below CTX_TOKENS={values['CTX_TOKENS']}"
+    )
+    assert "lower MAX_TOKENS or raise CTX_TOKENS" in message
+    assert "\n" not in message
+
+
+def test_settings_built_directly_check_max_tokens_against_ctx_tokens_too():
+    with pytest.raises(ValidationError, match="MAX_TOKENS=300 must be below CTX_TOKENS=300"):
+        Settings(ctx_tokens=300, max_tokens=300)
+    assert Settings(ctx_tokens=300, max_tokens=299).max_tokens == 299
+
+
+@pytest.mark.parametrize("name", ["api_keys", "openai_api_key"])
+def test_secrets_are_secret_strings_kept_out_of_repr(name):
+    settings = Settings(**{name: "sk-0123456789abcdef"})
+    assert isinstance(getattr(settings, name), SecretStr)
+    assert "sk-0123456789abcdef" not in repr(settings)
+
+
+@pytest.mark.parametrize("name", ["api_keys", "openai_api_key"])
+def test_a_secret_that_cannot_be_read_is_not_echoed(name):
+    # A string is always a valid secret, so only a value handed in from code fails here.
+    with pytest.raises(ValidationError) as caught:
+        Settings(**{name: 12345678901234567890})
+    message = str(_config_error(caught.value))
+    assert message.startswith(f"{name.upper()}=<hidden> is invalid: ")
+    assert "12345678901234567890" not in message
+
+
+def test_importing_settings_loads_no_web_stack():
+    # gunicorn.conf.py imports piagent.settings in the master, before gevent patches the
+    # workers: nothing of Flask, requests, gevent or prometheus may come with it.
+    code = (
+        "import json, sys; import piagent.settings; "
+        "print(json.dumps(sorted(m.partition('.')[0] for m in sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert "pydantic_settings" in loaded  # the import did happen
+    heavy = {"flask", "werkzeug", "requests", "urllib3", "gevent", "prometheus_client", "redis"}
+    assert loaded & heavy == set()
+    assert [m for m in loaded if m == "piagent"] == ["piagent"]

@@ -1,0 +1,1 @@
+"""The chat core: one generation, its conversation turn, the context budget, admission."""

@@ -1,0 +1,1 @@
+"""Flask plumbing: app state, bodies, error mapping, auth, request log, the relay."""

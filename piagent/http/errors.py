@@ -1,0 +1,152 @@
+"""The one place where exceptions become status codes and JSON error bodies.
+
+Every body is `{"detail": ...}` unless the blueprint that owns the request chose
+another shape (the OpenAI-compatible API uses OpenAI's `{"error": {...}}`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+
+from ..errors import (
+    ClientGone,
+    ConversationBusy,
+    MemoryUnavailable,
+    MessageTooLong,
+    NotReady,
+    Overloaded,
+    PiagentError,
+    Unauthorized,
+    UnknownAgent,
+    UnknownConversation,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger("piagent")
+
+
+class InvalidRequest(PiagentError):
+    """The body or path breaks a rule; the detail is a list of {loc, msg, type} per field."""
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, where: str) -> InvalidRequest:
+        """One entry per broken rule, located in `where` ("body", "path")."""
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return cls([{**error, "loc": [where, *error["loc"]]} for error in errors])
+
+
+# The most specific class in an error's ancestry decides its status.
+_STATUS: dict[type[PiagentError], int] = {
+    InvalidRequest: 422,
+    MessageTooLong: 422,
+    UnknownAgent: 404,
+    UnknownConversation: 404,
+    Unauthorized: 401,
+    ConversationBusy: 409,
+    ClientGone: 499,  # nginx's "client closed request"; only ever seen in access logs
+    UpstreamError: 502,
+    UpstreamTimeout: 504,
+    UpstreamBusy: 503,
+    MemoryUnavailable: 503,
+    NotReady: 503,
+}
+
+
+def status_of(exc: PiagentError) -> int:
+    """The HTTP status that answers `exc`."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def _headers_of(exc: PiagentError) -> dict[str, str]:
+    if isinstance(exc, UpstreamBusy):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": exc.challenge}
+    return {}
+
+
+def _detail_of(exc: PiagentError) -> Any:
+    if isinstance(exc, MessageTooLong):  # the field at fault, like any broken rule
+        return [{"type": "too_long_for_context", "loc": ["body", "message"], "msg": exc.detail}]
+    return exc.detail
+
+
+# An error body from the status, the detail and the error (None for HTTP-level errors).
+ErrorShape = Callable[[int, Any, PiagentError | None], dict[str, Any]]
+
+
+def detail_shape(status: int, detail: Any, exc: PiagentError | None) -> dict[str, Any]:
+    """piagent's own error body, the one the original clients parse."""
+    return {"detail": detail}
+
+
+def use_error_shape(blueprint: Blueprint, shape: ErrorShape) -> None:
+    """Answer errors of `blueprint`'s routes (and of unknown URLs under its prefix) in `shape`."""
+    blueprint.record(lambda setup: setup.app.extensions[_SHAPES].append((setup, shape)))
+
+
+_SHAPES = "piagent.error_shapes"
+
+
+def _shape() -> ErrorShape:
+    # A request that matched no route has no blueprint: it belongs to the blueprint
+    # whose URL prefix it falls under.
+    for setup, shape in current_app.extensions[_SHAPES]:
+        if request.blueprint == setup.name:
+            return shape
+        prefix = setup.url_prefix or ""
+        under = request.path == prefix or request.path.startswith(prefix + "/")
+        if request.url_rule is None and prefix and under:
+            return shape
+    return detail_shape
+
+
+def _json_error(
+    status: int, detail: Any, headers: dict[str, str], exc: PiagentError | None = None
+) -> Response:
+    response = jsonify(_shape()(status, detail, exc))
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn every exception a view can raise into a JSON error response."""
+    app.extensions.setdefault(_SHAPES, [])
+
+    @app.errorhandler(PiagentError)
+    def piagent_error(exc: PiagentError) -> Response:
+        # Rejections are counted and logged per request; a burst must not flood the log.
+        if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
+            log.warning("upstream failure (%d): %s", status_of(exc), exc.detail)
+        return _json_error(status_of(exc), _detail_of(exc), _headers_of(exc), exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        # Keep the headers werkzeug chose (Allow on 405), drop its HTML body.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        detail = exc.description
+        if isinstance(exc, RequestEntityTooLarge):
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            detail = f"request body is larger than the limit of {limit} bytes"
+        elif isinstance(exc, NotFound):
+            detail = f"no such route: {request.path}"
+        elif isinstance(exc, MethodNotAllowed):
+            detail = f"{request.method} is not allowed on {request.path}"
+        return _json_error(exc.code or 500, detail, headers)
+
+    @app.errorhandler(Exception)
+    def unhandled_error(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _json_error(500, "internal server error; the cause is in the server log", {})

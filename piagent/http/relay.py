@@ -1,0 +1,188 @@
+"""Turning a generation into a response: a whole reply, or a stream in one of its formats."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from flask import request
+
+from ..chat.disconnect import DisconnectWatch
+from ..chat.generation import Generation
+from ..errors import ClientGone, PiagentError, UpstreamError
+from ..messages import Message
+from ..providers.base import ChatStats, GenerationOptions
+from .state import get_state
+from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
+from .trace import current_trace
+
+log = logging.getLogger("piagent")
+
+# What the model is asked: the messages, the model, and its options.
+Call = tuple[Sequence[Message], str, GenerationOptions]
+
+
+class StreamInterrupted(RuntimeError):
+    """Raised out of a started stream so the WSGI server drops the connection unfinished."""
+
+
+def new_generation(*, stream: bool) -> Generation:
+    """A generation for the request being handled, watching its client from now on."""
+    state = get_state()
+    return Generation(
+        provider=state.provider,
+        admission=state.admission,
+        metrics=state.metrics,
+        trace=current_trace(),
+        watch=DisconnectWatch(request.environ),
+        stream=stream,
+    )
+
+
+def collect_reply(generation: Generation, call: Call) -> tuple[str, ChatStats | None]:
+    """Read the whole reply and keep it in the conversation."""
+    generation.start(*call)
+    reply = "".join(generation.fragments())
+    generation.keep()
+    return reply, generation.stats
+
+
+class StreamBody:
+    """A stream's response body; the server's close() closes the generation, however it ended."""
+
+    def __init__(self, chunks: Iterator[bytes], generation: Generation) -> None:
+        self._chunks = chunks
+        self._generation = generation
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        """Called by the WSGI server when the response is over (even if never iterated)."""
+        try:
+            self._chunks.close()
+        finally:
+            self._generation.close()
+
+
+def stream_body(
+    generation: Generation, call: Call, fmt: StreamFormat, heartbeat_s: float
+) -> StreamBody:
+    """The body of a stream, returned once the first fragment is known.
+
+    Waiting for it before the response starts means a failure before any text (a
+    timeout, an unknown model) still gets its own status code. SSE waits at most one
+    heartbeat interval: after that the response starts and comments keep it alive.
+    """
+    if fmt.media_type != SSE:
+        generation.start(*call)
+        return StreamBody(_closing(generation, _relay(generation, fmt)), generation)
+    starter = _Starter(lambda: generation.start(*call), heartbeat_s)
+    with generation.waiting():
+        started = starter.wait(heartbeat_s)
+    chunks = _relay(generation, fmt) if started else _after_heartbeats(generation, starter, fmt)
+    return StreamBody(_closing(generation, chunks), generation)
+
+
+def _closing(generation: Generation, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks, then the generation closed as soon as the last one is out.
+
+    Not every caller closes a body the moment it ends (a test client may never), and
+    the place in the queue should not wait for it. A body closed before it started
+    skips this `finally`: StreamBody.close covers that case.
+    """
+    try:
+        yield from chunks
+    finally:
+        generation.close()
+
+
+def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
+    """Yield each fragment as it arrives, then the end of the stream.
+
+    A client that leaves keeps what it saw (the generation's close does that). An
+    upstream failure, or a memory that cannot keep the reply, keeps nothing: plain
+    text escapes with an error so the server drops the connection without the final
+    chunk; SSE and NDJSON end with an `error` event.
+    """
+    conversation_id = generation.trace.conversation_id
+    try:
+        for fragment in generation.fragments():
+            yield fmt.delta(fragment)
+        generation.keep()
+        if fmt.structured:
+            yield fmt.event(_done_event(generation))
+    except ClientGone:
+        log.info("stream %s: client left, upstream closed", conversation_id)
+    except PiagentError as exc:
+        log.warning("stream %s cut short after it started: %s", conversation_id, exc.detail)
+        generation.settle()  # before the client hears of it, so it may ask again at once
+        if not fmt.structured:
+            raise StreamInterrupted(exc.detail) from None
+        yield fmt.event({"type": "error", "detail": exc.detail})
+
+
+def _after_heartbeats(
+    generation: Generation, starter: _Starter, fmt: StreamFormat
+) -> Iterator[bytes]:
+    conversation_id = generation.trace.conversation_id
+    started = False
+    try:
+        while not started:
+            yield SSE_HEARTBEAT
+            with generation.waiting():
+                started = starter.wait(starter.heartbeat_s)
+    except ClientGone:
+        log.info("stream %s: client left before the first token", conversation_id)
+        return
+    except UpstreamError as exc:
+        log.warning("stream %s failed before its first token: %s", conversation_id, exc.detail)
+        generation.settle()
+        yield fmt.event({"type": "error", "detail": exc.detail})
+        return
+    yield from _relay(generation, fmt)
+
+
+def _done_event(generation: Generation) -> dict[str, Any]:
+    stats = generation.stats or ChatStats()
+    return {
+        "type": "done",
+        "conversation_id": generation.trace.conversation_id,
+        "model": generation.trace.model,
+        "done_reason": stats.done_reason,
+        "usage": stats.usage,
+    }
+
+
+class _Starter:
+    """Runs a generation's start in a helper thread, so the request can send heartbeats.
+
+    Under gevent the thread is a greenlet, and the disconnect watch interrupts it there
+    too; a generation closed meanwhile releases whatever the late start acquires.
+    """
+
+    def __init__(self, start: Callable[[], None], heartbeat_s: float) -> None:
+        self.heartbeat_s = heartbeat_s
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        thread = threading.Thread(target=self._run, args=(start,), daemon=True)
+        thread.name = "piagent-first-token"
+        thread.start()
+
+    def _run(self, start: Callable[[], None]) -> None:
+        try:
+            start()
+        except BaseException as exc:  # handed to the waiting request, raised there
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether the start is over within `timeout_s`; raises what the start raised."""
+        if not self._done.wait(timeout_s):
+            return False
+        if self._error is not None:
+            raise self._error
+        return True

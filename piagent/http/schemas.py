@@ -1,0 +1,63 @@
+"""Request and response bodies at the HTTP edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..agents import DEFAULT_AGENT
+from ..messages import MESSAGE_MAX_CHARS
+
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class ChatRequest(BaseModel):
+    """The body of POST /chat."""
+
+    # strict: JSON types only, so "stream": "yes" is an error rather than True.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    message: str = Field(min_length=1, max_length=MESSAGE_MAX_CHARS)
+    agent: str = DEFAULT_AGENT
+    stream: bool = False
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID_PATTERN)
+
+    @field_validator("message")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must contain more than whitespace")
+        return value
+
+
+class ChatReply(BaseModel):
+    """The body of a non-stream POST /chat answer."""
+
+    reply: str
+    conversation_id: str
+    model: str
+    provider: str
+    usage: dict[str, int | None] | None = None
+    done_reason: str | None = None
+
+
+class ConversationPath(BaseModel):
+    """The conversation id in /conversations/<id>."""
+
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+
+
+class TranscriptMessage(BaseModel):
+    """One remembered message and when it was written (UTC)."""
+
+    role: str
+    content: str
+    timestamp: datetime
+
+
+class Transcript(BaseModel):
+    """The body of GET /conversations/<id>."""
+
+    conversation_id: str
+    messages: list[TranscriptMessage]

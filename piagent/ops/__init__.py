@@ -1,0 +1,1 @@
+"""Operations: metrics, readiness, warm-up, logging, the request trace."""

@@ -1,0 +1,18 @@
+"""Prometheus metrics in the text exposition format."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from ..http.state import get_state
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Every piagent metric, summed over the workers when there are several."""
+    state = get_state()
+    conversations = len(state.memory) if state.memory is not None else None
+    body, content_type = state.metrics.render(conversations)
+    return Response(body, content_type=content_type)
