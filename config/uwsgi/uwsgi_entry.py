@@ -38,14 +38,18 @@ _BODILESS = ("1", "204", "304")
 
 def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
     """piagent's app, with chunked framing for bodies of unknown length."""
+    # WSGI lets start_response be called again (with exc_info) until the headers are
+    # out; the transformation must still be added once only.
     chunkable = environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and environ["REQUEST_METHOD"] != "HEAD"
 
     def framing_start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any):
+        nonlocal chunkable
         known_length = any(name.lower() == "content-length" for name, _ in headers)
         if chunkable and not known_length and not status.startswith(_BODILESS):
             # Before the first body byte: uWSGI sends the headers with it.
             if uwsgi.route("chunked", "") < 0:
                 raise RuntimeError("uWSGI cannot chunk: load its transformation_chunked plugin")
+            chunkable = False
         return start_response(status, headers, *exc_info)
 
     return _CutOnFailure(app(environ, framing_start_response))

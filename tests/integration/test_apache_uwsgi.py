@@ -11,7 +11,8 @@ import requests
 
 from tests.apache import apache
 from tests.http_raw import read_response, send_request
-from tests.servers import history_sent_after, wait_until
+from tests.nginx import nginx, shipped_site
+from tests.servers import free_port, history_sent_after, wait_until
 from tests.uwsgi_server import uwsgi
 
 PACE_S = 0.05
@@ -181,3 +182,19 @@ def test_uwsgi_stops_at_start_on_a_bad_setting(tmp_path):
     ours = [line for line in str(failure.value).splitlines() if line.startswith("piagent:")]
     assert len(ours) == 1
     assert "MEMORY_MAX_TURNS" in ours[0] and "'lots'" in ours[0]
+
+
+def test_shipped_nginx_site_in_front_of_uwsgi_keeps_streams_paced_and_cuts_visible(
+    module_fake, tmp_path
+):
+    with (
+        uwsgi({"OLLAMA_HOST": module_fake.url}, tmp_path) as piagent,
+        nginx(shipped_site(piagent.url.removeprefix("http://"), free_port()), tmp_path) as proxy,
+    ):
+        module_fake.behave(tokens=TOKENS, token_delay=PACE_S)
+        whole = stream(proxy)
+        module_fake.behave(tokens=TOKENS, token_delay=0.02, error_after=3)
+        cut = stream(proxy)
+    assert whole.complete and whole.chunks == [t.encode() for t in TOKENS]
+    assert min(b - a for a, b in pairwise(whole.arrival_times)) > PACE_S / 2
+    assert cut.body == "".join(TOKENS[:3]).encode() and not cut.complete
