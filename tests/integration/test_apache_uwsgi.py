@@ -75,26 +75,38 @@ def test_json_chat_remembers_the_previous_exchange(server, fake):
     assert history == [("user", "hi"), ("assistant", "Hello!")]
 
 
+def assert_arrived_at_pace(response, tokens: list[str]) -> None:
+    """The tokens arrived spread over the fake's pace, not in a lump at the end.
+
+    On a loaded machine a stalled thread may deliver two fragments in one read (two
+    gaps become one long and one near zero), so this looks at the whole: buffering
+    would bring few chunks, all at about the same time.
+    """
+    assert response.body == "".join(tokens).encode()
+    assert len(response.chunks) > len(tokens) // 2
+    spread = response.arrival_times[-1] - response.arrival_times[0]
+    assert spread > 0.7 * (len(tokens) - 1) * PACE_S
+    gaps = [b - a for a, b in pairwise(response.arrival_times)]
+    assert abs(statistics.median(gaps) - PACE_S) < 0.02
+
+
 def test_stream_fragments_arrive_at_the_fakes_pace_uncompressed(server, fake):
     fake.behave(tokens=TOKENS, token_delay=PACE_S)
-    # A client that accepts gzip: Apache must still not compress (and so batch) a stream.
+    # A client that accepts gzip: Apache must still not compress a stream.
     response = stream(server, {"Accept-Encoding": "gzip"})
     assert response.status == 200
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
     assert "content-encoding" not in response.headers
     assert response.complete
-    assert response.chunks == [t.encode() for t in TOKENS]  # each fragment its own chunk
-    gaps = [b - a for a, b in pairwise(response.arrival_times)]
-    # Buffering anywhere would bunch fragments together (gaps near 0).
-    assert min(gaps) > PACE_S / 2
-    assert abs(statistics.median(gaps) - PACE_S) < 0.02
+    assert_arrived_at_pace(response, TOKENS)
 
 
 def test_client_leaving_mid_stream_closes_the_upstream_within_a_few_writes(host, fake):
     name, server = host
     conversation_id = uuid.uuid4().hex
     tokens = [f"t{i} " for i in range(30)]
-    fake.behave(tokens=tokens, token_delay=0.1)
+    # Slow enough that a thread stalled on a loaded machine does not let extra fragments by.
+    fake.behave(tokens=tokens, token_delay=0.25)
     sock = send_request(
         server.url, "/chat", {"message": "hi", "stream": True, "conversation_id": conversation_id}
     )
@@ -195,6 +207,6 @@ def test_shipped_nginx_site_in_front_of_uwsgi_keeps_streams_paced_and_cuts_visib
         whole = stream(proxy)
         module_fake.behave(tokens=TOKENS, token_delay=0.02, error_after=3)
         cut = stream(proxy)
-    assert whole.complete and whole.chunks == [t.encode() for t in TOKENS]
-    assert min(b - a for a, b in pairwise(whole.arrival_times)) > PACE_S / 2
+    assert whole.complete
+    assert_arrived_at_pace(whole, TOKENS)
     assert cut.body == "".join(TOKENS[:3]).encode() and not cut.complete
