@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -19,6 +20,13 @@ def require_program(name: str, *search: str) -> str:
     if path:
         return path
     _missing(f"{name} is not installed (Debian: apt-get install {name})")
+
+
+def require_file(path: Path, package: str) -> Path:
+    """`path`, which Debian's `package` installs; skip the test without it (or fail)."""
+    if path.exists():
+        return path
+    _missing(f"{path} is missing (Debian: apt-get install {package})")
 
 
 def require_demo_packages() -> None:
