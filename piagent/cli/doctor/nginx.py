@@ -1,0 +1,150 @@
+"""nginx in front of piagent: `nginx -t`, then each piagent site's buffering and read timeout."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .nginx_conf import (
+    Directive,
+    blocks_with,
+    effective,
+    parse,
+    seconds,
+    simple_directives,
+    split_dump,
+)
+from .report import Check, failed, not_applicable, passed
+
+if TYPE_CHECKING:
+    from ...settings import Settings
+
+DEFAULT_CONF = Path("/etc/nginx/nginx.conf")
+TIMEOUT_S = 10.0
+_DEFAULT_READ_TIMEOUT = "60s"  # nginx's own default for proxy_read_timeout
+_EMERG = re.compile(r"\[emerg\] (?:\d+#\d+: )?(.*)")
+_RELOAD = "then sudo nginx -t && sudo systemctl reload nginx"
+
+
+def check_nginx(conf: Path, settings: Settings, bind: str) -> Iterator[Check]:
+    """When nginx is installed and a site proxies to piagent: its configuration, judged."""
+    # /usr/sbin is not on an ordinary user's PATH.
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if binary is None:
+        yield not_applicable("nginx: not installed")
+        return
+    if not conf.is_file():
+        yield not_applicable(f"nginx: no configuration at {conf}")
+        return
+    conf = conf.absolute()
+    # -T tests the configuration like -t, then prints every file it read, includes too.
+    tested = subprocess.run(
+        [binary, "-T", "-c", str(conf)], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    if tested.returncode != 0:
+        yield _test_failure(tested.stderr)
+        return
+    texts = split_dump(tested.stdout)
+    files = {path: parse(text) for path, text in texts.items()}
+    sites = [path for path in files if path != str(conf) and _is_piagent_site(texts[path], bind)]
+    if not sites:
+        yield not_applicable(
+            f"nginx: no site in {conf} mentions piagent or proxies to its BIND {bind}"
+        )
+        return
+    yield passed(f"nginx -t passes ({conf})")
+    inherited = _http_level(files, str(conf))
+    needed_s = settings.queue_timeout_s + settings.first_token_timeout_s
+    for path in sites:
+        yield from _site_checks(path, files[path], inherited, needed_s)
+
+
+def _test_failure(stderr: str) -> Check:
+    lines = stderr.strip().splitlines()
+    problem = next((m.group(1) for line in lines if (m := _EMERG.search(line))), None)
+    problem = problem or (lines[-1] if lines else "no output")
+    if "Permission denied" in stderr and os.geteuid() != 0:
+        return failed(
+            f"nginx -t cannot read its configuration as this user: {problem}",
+            "run doctor with sudo (sudo .venv/bin/piagent doctor ...)",
+        )
+    return failed(f"nginx -t fails: {problem}", f"correct the line it names, {_RELOAD}")
+
+
+def _is_piagent_site(text: str, bind: str) -> bool:
+    return "piagent" in text.lower() or bind in text
+
+
+def _http_level(files: dict[str, list[Directive]], main: str) -> list[Directive]:
+    """Directives every server inherits: the main file's `http` block, and the top of the
+    files included into it (conf.d, sites). Files included elsewhere add nothing that
+    matters here: they hold no proxy_ directives."""
+    inherited: list[Directive] = []
+    for directive in files.get(main, []):
+        if directive.name == "http" and directive.block is not None:
+            inherited += simple_directives(directive.block)
+    for path, directives in files.items():
+        if path != main:
+            inherited += simple_directives(directives)
+    return inherited
+
+
+def _site_checks(
+    path: str, tree: list[Directive], inherited: Sequence[Directive], needed_s: float
+) -> Iterator[Check]:
+    """Every block that proxies (a location, mostly): streams unbuffered, waits long enough."""
+    proxies = list(blocks_with(tree, "proxy_pass"))
+    if not proxies:
+        yield failed(
+            f"nginx: {path} mentions piagent but has no proxy_pass",
+            f"start from config/nginx/piagent.conf in the piagent checkout, {_RELOAD}",
+        )
+        return
+    buffering_ok = timeout_ok = True
+    shortest: float | None = None
+    for chain in proxies:
+        block = chain[-1]
+        where = f"{path}:{block.line} ({' '.join([block.name, *block.args])})"
+        buffering = effective("proxy_buffering", chain, inherited)
+        ignored = effective("proxy_ignore_headers", chain, inherited)
+        buffered = buffering is None or buffering.args[:1] != ["off"]
+        drops_header = ignored is not None and "x-accel-buffering" in (
+            a.lower() for a in ignored.args
+        )
+        if buffered and drops_header:
+            buffering_ok = False
+            yield failed(
+                f"nginx buffers piagent's streams at {where}: proxy_buffering is on and "
+                "proxy_ignore_headers drops piagent's X-Accel-Buffering: no, so tokens "
+                "arrive in bursts",
+                f"add `proxy_buffering off;` to that block (or take X-Accel-Buffering out "
+                f"of proxy_ignore_headers), {_RELOAD}",
+            )
+        timeout = effective("proxy_read_timeout", chain, inherited)
+        value = " ".join(timeout.args) if timeout else _DEFAULT_READ_TIMEOUT
+        waits_s = seconds(value)
+        if waits_s is not None and waits_s <= needed_s:
+            timeout_ok = False
+            yield failed(
+                f"nginx: proxy_read_timeout {value} at {where} is not longer than "
+                f"QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s): nginx would cut "
+                "a stream that is still waiting for its first token",
+                f"set `proxy_read_timeout {int(needed_s) + 30}s;` in that block, {_RELOAD}",
+            )
+        elif waits_s is not None:
+            shortest = waits_s if shortest is None else min(shortest, waits_s)
+    if buffering_ok:
+        yield passed(
+            f"nginx: {path} passes streams on unbuffered (proxy_buffering off, or "
+            "piagent's X-Accel-Buffering: no honoured)"
+        )
+    if timeout_ok and shortest is not None:
+        yield passed(
+            f"nginx: {path} waits {shortest:g} s for piagent (proxy_read_timeout), longer "
+            f"than QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s)"
+        )
