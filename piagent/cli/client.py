@@ -51,6 +51,11 @@ class PiagentClient:
                 stream=stream,
                 timeout=(CONNECT_TIMEOUT_S, read_timeout_s),
             )
+        except requests.ConnectTimeout:
+            raise Unreachable(
+                f"piagent at {self.url} did not accept a connection within {CONNECT_TIMEOUT_S:g} s",
+                hint="; is the address right? (--url or PIAGENT_URL)",
+            ) from None
         except requests.ConnectionError as exc:
             raise Unreachable(
                 f"cannot reach piagent at {self.url} ({_reason(exc)})",

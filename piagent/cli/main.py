@@ -29,7 +29,7 @@ def _url_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--url, --key and --agent, taken by each command that talks to the server."""
+    """--url, --key, --agent and --conversation: the options of each command that chats."""
     command = click.option(
         "--conversation", "-c", metavar="ID", help="Continue this conversation."
     )(command)

@@ -106,8 +106,8 @@ def test_doctor_passes_a_healthy_deployment(module_fake, doctor, tmp_path, nginx
         f"✔ memory: SQLite file {memory} is writable",
         f"✔ piagent answers at {proxy.url}: /health in ",
         "✔ nginx -t passes",
-        "passes streams on unbuffered",
-        f"waits 180 s for piagent (proxy_read_timeout), longer than QUEUE_TIMEOUT_S + "
+        "passes streams on unbuffered (proxy_buffering off)",
+        f"waits 180s for piagent (proxy_read_timeout), longer than QUEUE_TIMEOUT_S + "
         f"FIRST_TOKEN_TIMEOUT_S ({NEEDED_S} s)",
     ):
         assert expected in result.stdout
@@ -218,7 +218,10 @@ def test_doctor_finds_a_site_by_gunicorns_bind_and_knows_nginx_defaults(
         result = doctor(nginx_conf=nginx_root / "nginx.conf", extra_env={"BIND": upstream})
     # Buffering is left on, but piagent's X-Accel-Buffering: no turns it off per stream;
     # nginx's default proxy_read_timeout (60 s) is too short.
-    assert "passes streams on unbuffered" in result.stdout
+    assert (
+        "passes streams on unbuffered (buffering is on, but piagent's X-Accel-Buffering: no "
+        "turns it off for them)"
+    ) in result.stdout
     text, fix = only_failure(result)
     assert text.startswith("nginx: proxy_read_timeout 60s at ")
     assert fix.startswith(f"set `proxy_read_timeout {NEEDED_S + 30}s;`")

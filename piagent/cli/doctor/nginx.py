@@ -19,12 +19,11 @@ from .nginx_conf import (
     simple_directives,
     split_dump,
 )
-from .report import Check, failed, not_applicable, passed
+from .report import Check, Outcome, failed, not_applicable, passed
 
 if TYPE_CHECKING:
     from ...settings import Settings
 
-DEFAULT_CONF = Path("/etc/nginx/nginx.conf")
 TIMEOUT_S = 10.0
 _DEFAULT_READ_TIMEOUT = "60s"  # nginx's own default for proxy_read_timeout
 _EMERG = re.compile(r"\[emerg\] (?:\d+#\d+: )?(.*)")
@@ -105,46 +104,54 @@ def _site_checks(
             f"start from config/nginx/piagent.conf in the piagent checkout, {_RELOAD}",
         )
         return
-    buffering_ok = timeout_ok = True
-    shortest: float | None = None
-    for chain in proxies:
-        block = chain[-1]
-        where = f"{path}:{block.line} ({' '.join([block.name, *block.args])})"
-        buffering = effective("proxy_buffering", chain, inherited)
-        ignored = effective("proxy_ignore_headers", chain, inherited)
-        buffered = buffering is None or buffering.args[:1] != ["off"]
-        drops_header = ignored is not None and "x-accel-buffering" in (
-            a.lower() for a in ignored.args
+    buffering = [_buffering_check(path, chain, inherited) for chain in proxies]
+    timeouts = [_timeout_check(path, chain, inherited, needed_s) for chain in proxies]
+    for checks in (buffering, timeouts):
+        failures = [check for check in checks if check.outcome is Outcome.FAILED]
+        yield from failures or dict.fromkeys(checks)  # each passing line once
+
+
+def _where(path: str, block: Directive) -> str:
+    return f"{path}:{block.line} ({' '.join([block.name, *block.args])})"
+
+
+def _buffering_check(
+    path: str, chain: tuple[Directive, ...], inherited: Sequence[Directive]
+) -> Check:
+    """Buffering off, or on but switched off per response by piagent's X-Accel-Buffering."""
+    buffering = effective("proxy_buffering", chain, inherited)
+    if buffering is not None and buffering.args[:1] == ["off"]:
+        return passed(f"nginx: {path} passes streams on unbuffered (proxy_buffering off)")
+    ignored = effective("proxy_ignore_headers", chain, inherited)
+    if ignored is not None and "x-accel-buffering" in (a.lower() for a in ignored.args):
+        return failed(
+            f"nginx buffers piagent's streams at {_where(path, chain[-1])}: proxy_buffering is "
+            "on and proxy_ignore_headers drops piagent's X-Accel-Buffering: no, so tokens "
+            "arrive in bursts",
+            f"add `proxy_buffering off;` to that block (or take X-Accel-Buffering out of "
+            f"proxy_ignore_headers), {_RELOAD}",
         )
-        if buffered and drops_header:
-            buffering_ok = False
-            yield failed(
-                f"nginx buffers piagent's streams at {where}: proxy_buffering is on and "
-                "proxy_ignore_headers drops piagent's X-Accel-Buffering: no, so tokens "
-                "arrive in bursts",
-                f"add `proxy_buffering off;` to that block (or take X-Accel-Buffering out "
-                f"of proxy_ignore_headers), {_RELOAD}",
-            )
-        timeout = effective("proxy_read_timeout", chain, inherited)
-        value = " ".join(timeout.args) if timeout else _DEFAULT_READ_TIMEOUT
-        waits_s = seconds(value)
-        if waits_s is not None and waits_s <= needed_s:
-            timeout_ok = False
-            yield failed(
-                f"nginx: proxy_read_timeout {value} at {where} is not longer than "
-                f"QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s): nginx would cut "
-                "a stream that is still waiting for its first token",
-                f"set `proxy_read_timeout {int(needed_s) + 30}s;` in that block, {_RELOAD}",
-            )
-        elif waits_s is not None:
-            shortest = waits_s if shortest is None else min(shortest, waits_s)
-    if buffering_ok:
-        yield passed(
-            f"nginx: {path} passes streams on unbuffered (proxy_buffering off, or "
-            "piagent's X-Accel-Buffering: no honoured)"
+    return passed(
+        f"nginx: {path} passes streams on unbuffered (buffering is on, but piagent's "
+        "X-Accel-Buffering: no turns it off for them)"
+    )
+
+
+def _timeout_check(
+    path: str, chain: tuple[Directive, ...], inherited: Sequence[Directive], needed_s: float
+) -> Check:
+    """nginx must wait longer than piagent may stay silent: queued, then the first token."""
+    timeout = effective("proxy_read_timeout", chain, inherited)
+    value = " ".join(timeout.args) if timeout else _DEFAULT_READ_TIMEOUT
+    waits_s = seconds(value)
+    if waits_s is not None and waits_s <= needed_s:
+        return failed(
+            f"nginx: proxy_read_timeout {value} at {_where(path, chain[-1])} is not longer than "
+            f"QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s): nginx would cut a "
+            "stream that is still waiting for its first token",
+            f"set `proxy_read_timeout {int(needed_s) + 30}s;` in that block, {_RELOAD}",
         )
-    if timeout_ok and shortest is not None:
-        yield passed(
-            f"nginx: {path} waits {shortest:g} s for piagent (proxy_read_timeout), longer "
-            f"than QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s)"
-        )
+    return passed(
+        f"nginx: {path} waits {value} for piagent (proxy_read_timeout), longer than "
+        f"QUEUE_TIMEOUT_S + FIRST_TOKEN_TIMEOUT_S ({needed_s:g} s)"
+    )
