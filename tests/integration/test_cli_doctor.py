@@ -14,6 +14,7 @@ import pytest
 from tests.cli import cli_env, run_cli
 from tests.components import require_program
 from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAI
 from tests.nginx import default_buffering_site, nginx, shipped_site
 from tests.servers import free_port, gunicorn
 
@@ -246,3 +247,26 @@ def test_doctor_settings_that_do_not_load(doctor):
     assert "MEMORY_MAX_TURNS='lots' is invalid" in text
     assert fix.startswith("correct that variable in ")
     assert "– agents, model server, memory: not checked until the settings load" in result.stdout
+
+
+def test_doctor_with_an_openai_compatible_server(doctor):
+    with FakeOpenAI(models=["smollm2"]) as server:
+        settings = {
+            "PROVIDER": "openai",
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_MODEL": "smollm2",
+        }
+        healthy = doctor(settings)
+        assert healthy.returncode == 0, healthy.stdout
+        assert (
+            f"✔ model server: the OpenAI-compatible server answers at {server.base_url}"
+            in healthy.stdout
+        )
+        assert "✔ model smollm2 is available (agents coder, general, shell)" in healthy.stdout
+
+        text, fix = only_failure(doctor({**settings, "OPENAI_MODEL": "qwen2.5-3b"}))
+        assert text == (
+            f"model qwen2.5-3b is not served at {server.base_url} (agents coder, general, "
+            "shell); it serves: smollm2"
+        )
+        assert fix.startswith("load qwen2.5-3b in that server, or set OPENAI_MODEL")

@@ -42,9 +42,17 @@ def check_nginx(conf: Path, settings: Settings, bind: str) -> Iterator[Check]:
         return
     conf = conf.absolute()
     # -T tests the configuration like -t, then prints every file it read, includes too.
-    tested = subprocess.run(
-        [binary, "-T", "-c", str(conf)], capture_output=True, text=True, timeout=TIMEOUT_S
-    )
+    try:
+        tested = subprocess.run(
+            [binary, "-T", "-c", str(conf)], capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        yield failed(
+            f"nginx -t did not finish within {TIMEOUT_S:g} s",
+            "run sudo nginx -t by hand: it may be waiting to resolve a host name in the "
+            "configuration (an upstream's server)",
+        )
+        return
     if tested.returncode != 0:
         yield _test_failure(tested.stderr)
         return

@@ -78,12 +78,19 @@ def check_systemd(graceful_timeout_s: float) -> Iterator[Check]:
     if systemctl is None or not SYSTEMD_RUNTIME.is_dir():
         yield not_applicable("systemd: not running here (a container?), so no unit to check")
         return
-    shown = subprocess.run(
-        [systemctl, "show", UNIT, f"--property={','.join(_PROPERTIES)}"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    try:
+        shown = subprocess.run(
+            [systemctl, "show", UNIT, f"--property={','.join(_PROPERTIES)}"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        yield failed(
+            f"systemd: systemctl show {UNIT} did not answer within {TIMEOUT_S:g} s",
+            "sudo systemctl status piagent shows the unit by hand",
+        )
+        return
     properties = dict(line.partition("=")[::2] for line in shown.stdout.splitlines())
     yield from unit_checks(properties, graceful_timeout_s)
 
