@@ -29,7 +29,9 @@ _RELEASE_POLL_S = 0.05
 class ChatSession:
     """One terminal session: the agent and conversation in use, and the prompt loop."""
 
-    def __init__(self, client: PiagentClient, agent: str | None, conversation_id: str | None):
+    def __init__(
+        self, client: PiagentClient, agent: str | None, conversation_id: str | None
+    ) -> None:
         self.client = client
         self.agent = agent or DEFAULT_AGENT
         self.conversation_id = conversation_id

@@ -182,6 +182,15 @@ def test_doctor_piagent_not_running(doctor):
     assert fix.startswith("start it (sudo systemctl start piagent, or make run)")
 
 
+def test_doctor_piagent_running_but_not_ready(doctor, module_fake, tmp_path):
+    # This piagent was started with settings other than the env file's: a model not pulled.
+    env = {"OLLAMA_HOST": module_fake.url, "ACCESS_LOG": "", "OLLAMA_MODEL_GENERAL": "phi3:mini"}
+    with gunicorn(env, tmp_path) as server:
+        text, fix = only_failure(doctor(url=server.url))
+    assert text.startswith(f"piagent at {server.url} is not ready (/ready in ")
+    assert fix == "model phi3:mini is not pulled: run ollama pull phi3:mini"
+
+
 def test_doctor_nginx_site_buffering_and_short_read_timeout(doctor, piagent, nginx_root):
     upstream = piagent.url.removeprefix("http://")
     site = f"""
