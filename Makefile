@@ -1,7 +1,8 @@
 # Entry points: `make demo` shows piagent answering from a real model with no Ollama,
 # `make run` serves piagent (in front of Ollama), `make test` runs its tests (the
 # real-model ones included, hence the demo packages), `make install` only installs
-# what serving needs (a deploy, before starting the systemd service).
+# what serving needs (a deploy, before starting the systemd service). Each also installs
+# the `piagent` command (.venv/bin/piagent: chat, ask, doctor).
 # Each creates the virtual environment in .venv on first use.
 
 PYTHON ?= python3.11
@@ -30,14 +31,17 @@ lint: $(VENV)/.dev
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+# The checkout itself goes in editable, without dependencies (requirements.txt pins them):
+# that makes .venv/bin/piagent, which runs this checkout's code, also after a `git pull`.
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(VENV)/.demo: requirements-demo.txt | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-demo.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@

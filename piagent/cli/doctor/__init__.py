@@ -1,0 +1,1 @@
+"""`piagent doctor`: check a deployment from the machine it runs on, one line per check."""
