@@ -84,6 +84,7 @@ class Settings(BaseModel):
     log_content: bool = False
     api_keys: SecretStr = SecretStr("")  # comma-separated; a secret, so never printed
     api_keys_file: Path | None = None
+    web_ui: bool = True  # the chat page at /
 
     @field_validator("api_keys_file", mode="before")
     @classmethod
