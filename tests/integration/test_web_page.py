@@ -139,9 +139,7 @@ def conversation_in_address(page: Page) -> str:
 # --- streaming, stopping, the stats -------------------------------------------------------
 
 
-def test_reply_grows_in_the_page_as_it_streams_then_shows_its_stats(
-    page, fake, server, tmp_path
-):
+def test_reply_grows_in_the_page_as_it_streams_then_shows_its_stats(page, fake, server, tmp_path):
     for earlier in ("Which Pi model do I have?", "Make a cron job that runs every hour"):
         requests.post(f"{server.url}/chat", json={"message": earlier}, timeout=10)
     page.reload()
@@ -520,9 +518,11 @@ server {{
 def test_page_works_behind_nginx_under_a_sub_path(open_page, server, fake, tmp_path):
     site = subpath_site(server.url.removeprefix("http://"), free_port(), "/piagent/")
     with nginx(site, tmp_path) as proxy:
-        assert requests.get(f"{proxy.url}/piagent", timeout=10, allow_redirects=False).headers[
-            "Location"
-        ].endswith("/piagent/")
+        assert (
+            requests.get(f"{proxy.url}/piagent", timeout=10, allow_redirects=False)
+            .headers["Location"]
+            .endswith("/piagent/")
+        )
         seen = open_page(f"{proxy.url}/piagent/", viewport=PHONE)
         page = seen.page
         expect(page.get_by_label("Agent")).to_be_enabled()
