@@ -107,9 +107,11 @@ class InProcessStore:
                 for key, conversation in reversed(self._conversations.items())
                 if namespace_of(key) == namespace
             ]
-        # Decoded outside the lock: the other requests need not wait for it.
+        # Outside the lock, and only the conversations listed are decoded: the newest
+        # message's time is read off the end of each encoded list ("..., <time>]]").
+        found.sort(key=lambda item: float(item[1][item[1].rindex(",") + 1 : -2]), reverse=True)
         summaries = []
-        for key, encoded in found:
+        for key, encoded in found[:limit]:
             messages = json.loads(encoded)
             title = next(content for role, content, _ in messages if role == "user")
             summaries.append(
@@ -120,8 +122,7 @@ class InProcessStore:
                     messages=len(messages),
                 )
             )
-        summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
-        return summaries[:limit]
+        return summaries
 
     def __len__(self) -> int:
         """How many conversations are remembered."""

@@ -22,7 +22,7 @@ from tests.browser import (
     user_messages,
     visit,
 )
-from tests.nginx import nginx
+from tests.nginx import nginx, shipped_site
 from tests.servers import REPO, free_port, gunicorn
 
 pytestmark = pytest.mark.gunicorn
@@ -215,7 +215,8 @@ def test_a_reply_cut_short_by_the_model_is_shown_incomplete_with_the_detail(page
 
 def test_a_broken_connection_is_shown_as_an_incomplete_reply(open_page, server, fake, tmp_path):
     fake.behave(tokens=[f"part{i} " for i in range(100)], token_delay=0.2)
-    site = subpath_site(server.url.removeprefix("http://"), free_port(), "/")
+    # The shipped site, which serves the page at its root.
+    site = shipped_site(server.url.removeprefix("http://"), free_port())
     with nginx(site, tmp_path) as proxy:
         page = open_page(f"{proxy.url}/", viewport=DESKTOP).page
         expect(page.get_by_label("Agent")).to_be_enabled()
