@@ -39,6 +39,7 @@
     conversationId: null,
     controller: null, // the AbortController of the reply being streamed
     waitTimer: null, // the countdown after a 503
+    unsavedKey: '', // the API key, when the browser keeps no local storage
   };
 
   // --- talking to piagent -------------------------------------------------------------
@@ -73,7 +74,7 @@
   }
 
   function storedKey() {
-    return recall(KEY_STORAGE) || ui.keyInput.dataset.unsaved || '';
+    return recall(KEY_STORAGE) || state.unsavedKey;
   }
 
   async function api(path, init = {}) {
@@ -217,8 +218,7 @@
     event.preventDefault();
     const key = ui.keyInput.value.trim();
     if (!key) return;
-    if (remember(KEY_STORAGE, key)) delete ui.keyInput.dataset.unsaved;
-    else ui.keyInput.dataset.unsaved = key; // no storage: kept for this page only
+    state.unsavedKey = remember(KEY_STORAGE, key) ? '' : key;
     ui.keyInput.value = '';
     closeKeyPanel();
     hideNotice();
@@ -227,7 +227,7 @@
 
   function forgetKey() {
     remember(KEY_STORAGE, null);
-    delete ui.keyInput.dataset.unsaved;
+    state.unsavedKey = '';
     ui.keyInput.value = '';
     showNotice('The API key is forgotten in this browser.');
   }
