@@ -23,6 +23,7 @@ from .providers.ollama import OllamaProvider
 from .providers.openai import OpenAIProvider
 from .routes import agents, chat, conversations, health, metrics, ready
 from .settings import ConfigError, Settings, load_settings
+from .web import routes as web
 
 # gunicorn halts (instead of respawning the worker forever) on this exit code.
 _EXIT_APP_LOAD_ERROR = 4
@@ -43,7 +44,8 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         raise SystemExit(_EXIT_APP_LOAD_ERROR) from None
 
     configure_logging(settings.log_format)
-    app = Flask(__name__)
+    # No app-wide static folder: the chat page's blueprint serves its own files at /static.
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     provider = provider or _build_provider(settings)
     app_metrics = Metrics()
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         install_api_keys(app, api_keys)
     for module in (health, ready, agents, chat, conversations, v1, metrics):
         app.register_blueprint(module.bp)
+    if settings.web_ui:
+        app.register_blueprint(web.bp)
     if settings.warmup:
         start_warmup(provider, state.models)
     return app

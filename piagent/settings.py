@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     log_content: bool = False
     api_keys: SecretStr = SecretStr("")  # comma-separated; a secret, so never printed
     api_keys_file: Path | None = None
+    web_ui: bool = True  # the chat page at /
 
     @classmethod
     def settings_customise_sources(

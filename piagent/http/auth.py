@@ -12,8 +12,9 @@ from flask import Flask, g, request
 from ..errors import Unauthorized
 from ..settings import ConfigError, Settings
 
-# Liveness and readiness stay open for load balancers and systemd checks.
-PUBLIC_ENDPOINTS = frozenset({"health.health", "ready.ready"})
+# Liveness and readiness stay open for load balancers and systemd checks; the chat page
+# and its static files hold no secret, and ask for the key themselves.
+PUBLIC_ENDPOINTS = frozenset({"health.health", "ready.ready", "web.page", "web.asset"})
 MIN_KEY_LENGTH = 16
 _NEEDS_KEY = "this server needs an API key: send the header Authorization: Bearer <key>"
 
@@ -95,9 +96,14 @@ def api_key_id() -> str | None:
 
 def conversation_key(conversation_id: str) -> str:
     """Where a conversation is stored: inside the caller's key's namespace, if keys are on."""
+    return conversation_namespace() + conversation_id
+
+
+def conversation_namespace() -> str:
+    """The start of every conversation key of the caller: "" when keys are off."""
     key_id = api_key_id()
     # "/" cannot occur in a conversation id, so namespaces never collide with plain ids.
-    return conversation_id if key_id is None else f"{key_id}/{conversation_id}"
+    return "" if key_id is None else f"{key_id}/"
 
 
 def _read_key_file(path: Path) -> list[str]:

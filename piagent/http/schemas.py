@@ -61,3 +61,26 @@ class Transcript(BaseModel):
 
     conversation_id: str
     messages: list[TranscriptMessage]
+
+
+class ConversationListQuery(BaseModel):
+    """The query string of GET /conversations."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class ConversationListItem(BaseModel):
+    """One conversation in GET /conversations: title, last update (UTC) and size."""
+
+    conversation_id: str
+    title: str  # the first remembered user message, cut to 80 characters
+    updated_at: datetime
+    messages: int
+
+
+class ConversationList(BaseModel):
+    """The body of GET /conversations: the caller's conversations, newest update first."""
+
+    conversations: list[ConversationListItem]

@@ -78,6 +78,9 @@ class ConversationStore(Protocol):
     def forget(self, conversation_id: str) -> bool:
         """Drop the conversation; False when it was unknown."""
 
+    def conversations(self, namespace: str, limit: int) -> list[ConversationSummary]:
+        """The namespace's conversations, most recently updated first; looking is not use."""
+
     def __len__(self) -> int:
         """How many conversations are remembered."""
 
@@ -92,3 +95,26 @@ def clipped(exchange: NewExchange, limits: MemoryLimits) -> tuple[str, str]:
     """The exchange's message and reply, each cut to the longest message a store keeps."""
     longest = limits.max_message_chars
     return exchange.user_text[:longest], exchange.reply_text[:longest]
+
+
+# --- Listing: the conversations of one namespace (one API key's, or those of no key) ------
+
+TITLE_MAX_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """A conversation as a list shows it; the id is without its namespace."""
+
+    conversation_id: str
+    title: str  # its first remembered user message, cut to TITLE_MAX_CHARS
+    updated_at: float  # when its newest message was written (wall-clock seconds)
+    messages: int
+
+
+def namespace_of(key: str) -> str:
+    """The namespace of a conversation key: up to and including its last "/", else "".
+
+    A key is a namespace followed by a conversation id, which never holds a "/".
+    """
+    return key[: key.rfind("/") + 1]

@@ -9,7 +9,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base import MemoryLimits, Message, NewExchange, Recollection, StoredMessage, clipped
+from .base import (
+    TITLE_MAX_CHARS,
+    ConversationSummary,
+    MemoryLimits,
+    Message,
+    NewExchange,
+    Recollection,
+    StoredMessage,
+    clipped,
+    namespace_of,
+)
 
 
 @dataclass(slots=True)
@@ -96,6 +106,33 @@ class InProcessStore:
         with self._lock:
             self._expire(self._clock())
             return self._conversations.pop(conversation_id, None) is not None
+
+    def conversations(self, namespace: str, limit: int) -> list[ConversationSummary]:
+        """The namespace's conversations, most recently updated first; looking is not use."""
+        with self._lock:
+            self._expire(self._clock())
+            # Most recently used first, so that equal update times keep that order.
+            found = [
+                (key, conversation.encoded)
+                for key, conversation in reversed(self._conversations.items())
+                if namespace_of(key) == namespace
+            ]
+        # Outside the lock, and only the conversations listed are decoded: the newest
+        # message's time is read off the end of each encoded list ("..., <time>]]").
+        found.sort(key=lambda item: float(item[1][item[1].rindex(",") + 1 : -2]), reverse=True)
+        summaries = []
+        for key, encoded in found[:limit]:
+            messages = json.loads(encoded)
+            title = next(content for role, content, _ in messages if role == "user")
+            summaries.append(
+                ConversationSummary(
+                    conversation_id=key[len(namespace) :],
+                    title=title[:TITLE_MAX_CHARS],
+                    updated_at=messages[-1][2],
+                    messages=len(messages),
+                )
+            )
+        return summaries
 
     def __len__(self) -> int:
         """How many conversations are remembered."""

@@ -20,12 +20,15 @@ from redis.retry import Retry
 
 from ..errors import MemoryUnavailable
 from .base import (
+    TITLE_MAX_CHARS,
+    ConversationSummary,
     MemoryLimits,
     Message,
     NewExchange,
     Recollection,
     StoredMessage,
     clipped,
+    namespace_of,
 )
 
 KEY_PREFIX = "piagent:"
@@ -108,6 +111,50 @@ if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
 """
 )
 
+# Run at the end of _END. KEYS[#KEYS]: the index of the conversation's namespace, a
+# sorted set of its conversation keys scored by the time of their newest message. It is
+# capped at the store's own cap; what expired, was forgotten or was pushed out is pruned
+# when the namespace is listed.
+_INDEX_ON_END = """
+if #ARGV > 2 then
+    local index = KEYS[#KEYS]
+    local newest = redis.call('LINDEX', KEYS[2], -1)
+    if newest then
+        redis.call('ZADD', index, string.format('%.17g', cjson.decode(newest)[3]), ARGV[1])
+        redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(ARGV[5]) - 1)
+    else
+        redis.call('ZREM', index, ARGV[1])
+    end
+end
+"""
+
+# KEYS: a namespace's index. ARGV: key prefix, limit, title bytes. Returns
+# [key, title, updated_at, messages] for the newest `limit` conversations still alive,
+# and drops the others from the index. A title is cut to a whole UTF-8 character.
+_LIST = """
+local function head(text, bytes)
+    if #text <= bytes then return text end
+    while bytes > 0 and text:byte(bytes + 1) >= 128 and text:byte(bytes + 1) < 192 do
+        bytes = bytes - 1
+    end
+    return text:sub(1, bytes)
+end
+local found, limit = {}, tonumber(ARGV[2])
+for _, key in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, -1)) do
+    local messages = ARGV[1] .. 'messages:' .. key
+    local count = redis.call('LLEN', messages)
+    if count == 0 then
+        redis.call('ZREM', KEYS[1], key)
+    elseif #found < limit then
+        local first = cjson.decode(redis.call('LINDEX', messages, 0))
+        local newest = cjson.decode(redis.call('LINDEX', messages, -1))
+        local title = head(first[2], tonumber(ARGV[3]))
+        found[#found + 1] = {key, title, string.format('%.17g', newest[3]), count}
+    end
+end
+return found
+"""
+
 # KEYS: recent. ARGV: ttl_ms.
 _COUNT = (
     _LUA_COMMON
@@ -148,8 +195,9 @@ class RedisStore:
         self._redis = redis.Redis(connection_pool=pool)
         self._begin = self._redis.register_script(_BEGIN)
         self._renew = self._redis.register_script(_RENEW)
-        self._end = self._redis.register_script(_END)
+        self._end = self._redis.register_script(_END + _INDEX_ON_END)
         self._count = self._redis.register_script(_COUNT)
+        self._list = self._redis.register_script(_LIST)
 
     def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
         """Claim the conversation and recall it; None while another holder has it."""
@@ -190,7 +238,8 @@ class RedisStore:
                 json.dumps(["assistant", reply_text, self._wall_clock()], ensure_ascii=False),
             ]
         with self._errors_named():
-            self._end(keys=self._keys(conversation_id), args=args)
+            index = self._index_key(namespace_of(conversation_id))
+            self._end(keys=[*self._keys(conversation_id), index], args=args)
 
     def transcript(self, conversation_id: str) -> list[StoredMessage] | None:
         """Every remembered message with its time; looking does not count as use."""
@@ -208,6 +257,26 @@ class RedisStore:
             pipe.zrem(recent, conversation_id)
             deleted, _, _ = pipe.execute()
         return deleted == 1
+
+    def conversations(self, namespace: str, limit: int) -> list[ConversationSummary]:
+        """The namespace's conversations, most recently updated first; looking is not use."""
+        # Four bytes a character at most, so the bytes sent hold every character kept.
+        args = [self._prefix, limit, 4 * TITLE_MAX_CHARS]
+        with self._errors_named():
+            found = self._list(keys=[self._index_key(namespace)], args=args)
+        return [
+            ConversationSummary(
+                conversation_id=key[len(namespace) :],
+                title=title[:TITLE_MAX_CHARS],
+                updated_at=float(at),
+                messages=count,
+            )
+            for key, title, at, count in found
+        ]
+
+    def _index_key(self, namespace: str) -> str:
+        """The sorted set of a namespace's conversations, for listing them."""
+        return f"{self._prefix}conversations:{namespace}"
 
     def __len__(self) -> int:
         """How many conversations are remembered."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..errors import MemoryUnavailable
 from .base import (
+    TITLE_MAX_CHARS,
+    ConversationSummary,
     MemoryLimits,
     Message,
     NewExchange,
@@ -87,6 +89,22 @@ _TRANSCRIPT = """
 SELECT m.role, m.content, m.at FROM messages AS m JOIN conversations AS c
 ON c.id = m.conversation_id
 WHERE c.id = :id AND c.last_used >= :oldest ORDER BY m.seq
+"""
+# The conversations of one namespace: keys that are the namespace and then an id without
+# a "/". Every message is read once, and the store holds at most MEMORY_MAX_CONVERSATIONS
+# conversations of MEMORY_MAX_TURNS messages each, so the cost stays bounded.
+_LIST = """
+SELECT substr(c.id, length(:namespace) + 1), count(*), max(m.at), (
+    SELECT substr(f.content, 1, :title_chars) FROM messages AS f
+    WHERE f.conversation_id = c.id AND f.role = 'user' ORDER BY f.seq LIMIT 1
+)
+FROM conversations AS c JOIN messages AS m ON m.conversation_id = c.id
+WHERE c.last_used >= :oldest
+    AND substr(c.id, 1, length(:namespace)) = :namespace
+    AND instr(substr(c.id, length(:namespace) + 1), '/') = 0
+GROUP BY c.id
+ORDER BY max(m.at) DESC, c.touched DESC
+LIMIT :limit
 """
 _HOLD = """
 INSERT INTO holds (conversation_id, holder, until) VALUES (:id, :holder, :until)
@@ -178,6 +196,21 @@ class SqliteStore:
                 (conversation_id, oldest),
             )
             return dropped.rowcount == 1
+
+    def conversations(self, namespace: str, limit: int) -> list[ConversationSummary]:
+        """The namespace's conversations, most recently updated first; looking is not use."""
+        listing = {
+            "namespace": namespace,
+            "oldest": self._oldest_alive(self._clock()),
+            "title_chars": TITLE_MAX_CHARS,
+            "limit": limit,
+        }
+        with self._transaction(write=False) as db:
+            rows = db.execute(_LIST, listing).fetchall()
+        return [
+            ConversationSummary(conversation_id=key, title=title, updated_at=at, messages=count)
+            for key, count, at, title in rows
+        ]
 
     def __len__(self) -> int:
         """How many conversations are remembered."""

@@ -1,21 +1,51 @@
-"""GET and DELETE /conversations/<id>: what a conversation remembers, and forgetting it."""
+"""The caller's conversations: the list, what one remembers, and forgetting it."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from ..errors import ConversationBusy, UnknownConversation
-from ..http.auth import conversation_key
+from ..http.auth import conversation_key, conversation_namespace
 from ..http.errors import InvalidRequest
-from ..http.schemas import ConversationPath, Transcript, TranscriptMessage
+from ..http.schemas import (
+    ConversationList,
+    ConversationListItem,
+    ConversationListQuery,
+    ConversationPath,
+    Transcript,
+    TranscriptMessage,
+)
 from ..http.state import get_state
 from ..memory.base import ConversationStore
 
 bp = Blueprint("conversations", __name__)
+
+
+@bp.get("/conversations")
+def list_conversations() -> Response:
+    """The caller's conversations, most recently updated first; an empty list, never 404."""
+    try:
+        query = ConversationListQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise InvalidRequest.from_validation(exc, "query") from None
+    store = get_state().memory
+    found = [] if store is None else store.conversations(conversation_namespace(), query.limit)
+    listing = ConversationList(
+        conversations=[
+            ConversationListItem(
+                conversation_id=summary.conversation_id,
+                title=summary.title,
+                updated_at=datetime.fromtimestamp(summary.updated_at, UTC),
+                messages=summary.messages,
+            )
+            for summary in found
+        ]
+    )
+    return Response(listing.model_dump_json(), content_type="application/json")
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -32,7 +32,7 @@ def protected_routes(app) -> list[tuple[str, str]]:
     """(method, path) of every route that needs a key, read from the app itself."""
     routes = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in PUBLIC_ENDPOINTS or rule.endpoint == "static":
+        if rule.endpoint in PUBLIC_ENDPOINTS:
             continue
         method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
         routes.append((method, re.sub(r"<[^>]+>", "x", rule.rule)))

@@ -123,6 +123,76 @@ def test_without_memory_there_is_no_conversation_to_show(make_settings, fake):
     assert "ENABLE_MEMORY" in response.get_json()["detail"]
 
 
+# --- GET /conversations --------------------------------------------------------------------
+
+
+def test_conversation_list_shows_the_callers_conversations_newest_first(client, fake):
+    chat(client, "first question " + "x" * 100, conversation_id="older")
+    chat(client, "another", conversation_id="newer", stream=True).get_data()
+    response = client.get("/conversations")
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    listed = response.get_json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == ["newer", "older"]
+    assert listed[1]["title"] == ("first question " + "x" * 100)[:80]
+    assert [c["messages"] for c in listed] == [2, 2]
+    updated = [datetime.fromisoformat(c["updated_at"]) for c in listed]
+    assert all(t.utcoffset().total_seconds() == 0 for t in updated)
+    assert listed[0]["updated_at"].endswith("Z")
+    last_message = client.get("/conversations/newer").get_json()["messages"][-1]
+    assert listed[0]["updated_at"] == last_message["timestamp"]
+
+
+def test_conversation_list_is_empty_not_404_when_there_is_none(client):
+    response = client.get("/conversations")
+    assert response.status_code == 200
+    assert response.get_json() == {"conversations": []}
+
+
+def test_conversation_list_limit_takes_the_newest(client, fake):
+    for i in range(3):
+        chat(client, f"q{i}", conversation_id=f"c{i}")
+    listed = client.get("/conversations?limit=2").get_json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == ["c2", "c1"]
+    everything = client.get("/conversations?limit=200").get_json()["conversations"]
+    assert len(everything) == 3
+
+
+@pytest.mark.parametrize("limit", ["0", "201", "-1", "many", ""])
+def test_conversation_list_limit_out_of_range_is_422_naming_it(client, limit):
+    response = client.get(f"/conversations?limit={limit}")
+    assert response.status_code == 422
+    assert response.get_json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+def test_conversation_list_is_per_api_key(build_client, fake):
+    keys = ("key-a-0123456789abcdef", "key-b-0123456789abcdef")
+    client = build_client(api_keys=",".join(keys))
+    headers = [{"Authorization": f"Bearer {key}"} for key in keys]
+    client.post("/chat", json={"message": "A's", "conversation_id": "a1"}, headers=headers[0])
+    client.post("/chat", json={"message": "B's", "conversation_id": "b1"}, headers=headers[1])
+    for h, expected in zip(headers, [("a1", "A's"), ("b1", "B's")], strict=True):
+        listed = client.get("/conversations", headers=h).get_json()["conversations"]
+        assert [(c["conversation_id"], c["title"]) for c in listed] == [expected]
+    assert client.get("/conversations").status_code == 401
+
+
+def test_conversation_list_leaves_out_a_deleted_conversation(client, fake):
+    chat(client, conversation_id="kept")
+    chat(client, conversation_id="deleted")
+    client.delete("/conversations/deleted")
+    listed = client.get("/conversations").get_json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == ["kept"]
+
+
+def test_without_memory_the_conversation_list_is_empty(make_settings, fake):
+    client = create_app(make_settings(enable_memory=False)).test_client()
+    chat(client, conversation_id="x")
+    response = client.get("/conversations")
+    assert response.status_code == 200
+    assert response.get_json() == {"conversations": []}
+
+
 # --- the context budget -------------------------------------------------------------------
 
 

@@ -376,6 +376,113 @@ def test_threads_on_many_conversations_respect_the_cap(open_store):
     assert len(store) == 20
 
 
+# --- listing a namespace's conversations -------------------------------------------------
+
+
+def listed(store, namespace="", limit=50) -> list[str]:
+    return [summary.conversation_id for summary in store.conversations(namespace, limit)]
+
+
+@on(*BACKENDS)
+def test_listing_shows_newest_update_first_with_title_time_and_count(open_store, clock):
+    store = open_store()
+    for n, cid in enumerate(["old", "middle", "new"]):
+        clock.now += 10
+        save(store, cid, f"question {n}", "answer", asked_at=clock.now - 1)
+    clock.now += 10
+    save(store, "old", "follow-up", "answer")  # updated last, so listed first
+    summaries = store.conversations("", 50)
+    assert [s.conversation_id for s in summaries] == ["old", "new", "middle"]
+    first = summaries[0]
+    assert first.title == "question 0"  # the first user message, not the newest one
+    assert first.messages == 4
+    assert first.updated_at == store.transcript("old")[-1].at == clock.now
+    assert summaries[1].messages == 2
+
+
+@on(*BACKENDS)
+def test_listing_is_empty_for_a_namespace_with_no_conversation(open_store):
+    store = open_store()
+    assert store.conversations("", 50) == []
+    save(store, "k1/c")
+    assert store.conversations("", 50) == []
+    assert store.conversations("k2/", 50) == []
+
+
+@on(*BACKENDS)
+def test_listing_stays_inside_its_namespace(open_store, clock):
+    store = open_store()
+    for key in ["plain", "k1/mine", "k2/theirs", "k1/also-mine"]:
+        clock.now += 1
+        save(store, key)
+    assert listed(store, "k1/") == ["also-mine", "mine"]
+    assert listed(store, "k2/") == ["theirs"]
+    assert listed(store, "") == ["plain"]
+
+
+@on(*BACKENDS)
+def test_listing_cuts_titles_to_80_whole_characters(open_store, clock):
+    store = open_store()
+    for cid, text in [("ascii", "x" * 200), ("accents", "é" * 200), ("emoji", "😀" * 200)]:
+        clock.now += 1
+        save(store, cid, text)
+    titles = {s.conversation_id: s.title for s in store.conversations("", 50)}
+    assert titles == {"ascii": "x" * 80, "accents": "é" * 80, "emoji": "😀" * 80}
+
+
+@on(*BACKENDS)
+def test_listing_takes_the_title_from_the_first_remembered_message(open_store, clock):
+    store = open_store(max_messages=2)
+    save(store, "c", "first question")
+    clock.now += 1
+    save(store, "c", "second question")
+    [summary] = store.conversations("", 50)
+    assert (summary.title, summary.messages) == ("second question", 2)
+
+
+@on(*BACKENDS)
+def test_listing_returns_at_most_the_limit_newest(open_store, clock):
+    store = open_store()
+    for i in range(7):
+        clock.now += 1
+        save(store, f"c{i}")
+    assert listed(store, limit=3) == ["c6", "c5", "c4"]
+    assert len(listed(store, limit=200)) == 7
+
+
+@on(*BACKENDS)
+def test_listing_leaves_out_forgotten_and_pushed_out_conversations(open_store, clock):
+    store = open_store(max_conversations=3)
+    for i in range(5):
+        clock.now += 1
+        save(store, f"c{i}")
+    store.forget("c3")
+    assert listed(store) == ["c4", "c2"]
+
+
+@on(*BACKENDS)
+def test_listing_does_not_count_as_use(open_store, clock):
+    store = open_store(max_conversations=2)
+    save(store, "a")
+    clock.now += 1
+    save(store, "b")
+    assert listed(store) == ["b", "a"]
+    clock.now += 1
+    save(store, "c")  # a is still the least recently used, so it goes
+    assert listed(store) == ["c", "b"]
+
+
+@on(*CLOCKED)
+def test_listing_never_keeps_an_idle_conversation_alive(open_store, clock):
+    store = open_store(ttl_s=60)
+    save(store, "c")
+    for _ in range(3):
+        clock.now += 30
+        listed(store)
+    assert listed(store) == []
+    assert store.transcript("c") is None
+
+
 # --- shared and durable stores -----------------------------------------------------------
 
 
@@ -432,10 +539,12 @@ def redis_keys(open_store) -> set[str]:
 def test_redis_forgets_an_idle_conversation_by_key_expiry(open_store):
     store = open_store(ttl_s=0.3)
     save(store, "c", token_ratio=0.9)
-    assert len(redis_keys(open_store)) == 3  # messages, ratio, recency set
+    assert len(redis_keys(open_store)) == 4  # messages, ratio, recency set, namespace index
     wait_until(lambda: store.transcript("c") is None, 5, what="the conversation to expire")
     assert recall(store, "c").messages == []
-    wait_until(lambda: len(redis_keys(open_store)) <= 1, 5, what="its keys to expire")
+    wait_until(lambda: len(redis_keys(open_store)) <= 2, 5, what="its keys to expire")
+    assert store.conversations("", 50) == []  # and listing prunes it from the index
+    assert redis_keys(open_store) <= {f"{open_store.prefix}recent"}
 
 
 @on("redis")
@@ -458,7 +567,7 @@ def test_redis_keys_stay_bounded_under_a_flood(open_store):
     for i in range(100):
         save(store, f"flood-{i}", token_ratio=1.0)
     keys = redis_keys(open_store)
-    assert len(keys) == 2 * 10 + 1
+    assert len(keys) == 2 * 10 + 2  # and the recency set and the namespace index
     assert f"{open_store.prefix}messages:flood-99" in keys
 
 
@@ -479,3 +588,28 @@ def test_redis_renewal_moves_the_expiry_of_the_hold(open_store):
     with redis.Redis.from_url(open_store.redis_url) as client:
         # Without the renewal the hold would be gone within 0.2 s.
         assert client.pttl(f"{open_store.prefix}hold:c") > 30_000
+
+
+@on("redis")
+def test_redis_namespace_index_stays_within_the_cap(open_store, clock):
+    store = open_store(max_conversations=10)
+    for i in range(40):
+        clock.now += 1
+        save(store, f"k1/flood-{i}")
+    client = redis.Redis.from_url(open_store.redis_url, decode_responses=True)
+    with client:
+        indexed = client.zrange(f"{open_store.prefix}conversations:k1/", 0, -1)
+    assert indexed == [f"k1/flood-{i}" for i in range(30, 40)]
+    assert len(store.conversations("k1/", 200)) == 10
+
+
+@on("redis")
+def test_redis_listing_lets_an_idle_conversation_expire(open_store):
+    store = open_store(ttl_s=0.3)
+    save(store, "c")
+
+    def listed_until_gone() -> bool:
+        return store.conversations("", 50) == []
+
+    wait_until(listed_until_gone, 5, what="the conversation to expire while being listed")
+    assert store.transcript("c") is None
