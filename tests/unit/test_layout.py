@@ -25,7 +25,12 @@ def _imports(path: Path) -> set[str]:
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # Imports only for type checkers never run, so they cannot make a cycle.
+    for guard in ast.walk(tree):
+        if isinstance(guard, ast.If) and ast.unparse(guard.test).endswith("TYPE_CHECKING"):
+            guard.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

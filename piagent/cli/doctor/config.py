@@ -48,47 +48,36 @@ def check_agents(settings: Settings) -> tuple[Check, dict[str, Agent] | None]:
     defaults = GenerationOptions(settings.temperature, settings.ctx_tokens, settings.max_tokens)
     try:
         agents = load_agents(settings.prompts_dir, model=settings.default_model, options=defaults)
-    except ValueError as exc:  # ConfigError naming the file
+    except ValueError as exc:  # ConfigError naming the file, or an agent too big for its context
         return failed(
             f"agents: {exc}",
-            f"correct the file it names in {settings.prompts_dir} (PROMPTS_DIR)",
+            f"do what it says: the prompt files are in {settings.prompts_dir} (PROMPTS_DIR), "
+            "the limits are CTX_TOKENS and MAX_TOKENS",
         ), None
     return passed(f"agents: {', '.join(agents)} (from {settings.prompts_dir})"), agents
 
 
 def check_context(settings: Settings, agents: Mapping[str, Agent]) -> Iterator[Check]:
-    """Each agent's prompt plus its MAX_TOKENS must leave CTX_TOKENS room for a question."""
+    """How much room the tightest agent leaves for a conversation (load_agents refused misfits)."""
     from ...chat.budget import fit_prompt
-    from ...errors import MessageTooLong
     from ...messages import Message
 
     tightest: tuple[int, str] | None = None
-    all_fit = True
     for agent in agents.values():
         ctx, reply = agent.options.ctx_tokens, agent.options.max_tokens
-        try:
-            fitted = fit_prompt(
-                Message("system", agent.system_prompt),
-                [],
-                Message("user", _SHORTEST_QUESTION),
-                ctx_tokens=ctx,
-                max_tokens=reply,
-                token_ratio=None,
-            )
-        except MessageTooLong as exc:
-            all_fit = False
-            yield failed(
-                f"context: agent {agent.name}'s prompt takes about {exc.needed} tokens, but "
-                f"CTX_TOKENS {ctx} minus MAX_TOKENS {reply} for the reply leaves {exc.room}",
-                f"raise CTX_TOKENS well above {exc.needed + reply} (questions and history "
-                f"need room too), lower MAX_TOKENS (or max_tokens in {agent.name}.toml), or "
-                f"shorten the prompt file {agent.name}.* in {settings.prompts_dir}",
-            )
-            continue
+        # load_agents has refused any agent that does not fit, so each one does here.
+        fitted = fit_prompt(
+            Message("system", agent.system_prompt),
+            [],
+            Message("user", _SHORTEST_QUESTION),
+            ctx_tokens=ctx,
+            max_tokens=reply,
+            token_ratio=None,
+        )
         left = ctx - reply - fitted.estimate
         if tightest is None or left < tightest[0]:
             tightest = (left, agent.name)
-    if tightest is not None and all_fit:
+    if tightest is not None:
         left, name = tightest
         yield passed(
             f"context: each agent's prompt and reply fit CTX_TOKENS (the tightest, {name}, "
