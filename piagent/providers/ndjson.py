@@ -11,17 +11,35 @@ class MalformedLine(ValueError):
     """A line that is not a JSON object."""
 
 
-def iter_ndjson(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Yield each object as soon as its newline arrives, whatever the read boundaries."""
+def iter_ndjson(reads: Iterable[bytes]) -> Iterator[list[dict[str, Any]]]:
+    """Yield, for each read, the objects whose newline it brought (reads that end none: nothing).
+
+    A malformed line raises only once the objects before it have been handed on.
+    """
     pending = b""
-    for chunk in chunks:
-        pending += chunk
+    for data in reads:
+        pending += data
+        if b"\n" not in data:
+            continue
         *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield _parse(line)
+        yield from _parse_all(lines)
     if pending.strip():  # the last line may lack its newline
-        yield _parse(pending)
+        yield from _parse_all([pending])
+
+
+def _parse_all(lines: list[bytes]) -> Iterator[list[dict[str, Any]]]:
+    objects: list[dict[str, Any]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            objects.append(_parse(line))
+        except MalformedLine:
+            if objects:
+                yield objects
+            raise
+    if objects:
+        yield objects
 
 
 def _parse(line: bytes) -> dict[str, Any]:
