@@ -71,3 +71,14 @@ def test_multibyte_character_split_between_reads():
 def test_malformed_line_raises(line):
     with pytest.raises(MalformedLine):
         list(iter_ndjson([b'{"ok": 1}\n', line]))
+
+
+def test_crlf_line_ends_and_surrounding_spaces():
+    assert list(iter_ndjson([b' {"a": 1}\r\n\r\n{"b": 2}\r\n'])) == [{"a": 1}, {"b": 2}]
+
+
+def test_a_line_that_is_not_utf8_raises_after_the_lines_before_it():
+    batches = iter_batches([b'{"a": 1}\n{"b": "\xff"}\n{"c": 3}\n'])
+    assert next(batches) == [{"a": 1}]
+    with pytest.raises(MalformedLine, match=r"xff"):
+        next(batches)
