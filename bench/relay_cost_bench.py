@@ -45,7 +45,7 @@ from bench.processes import children, cpu_seconds, piagent, pin  # noqa: E402
 from bench.stream_bench import CHAT, DIRECT_CHAT, DIRECT_STREAM, STREAM, load, post  # noqa: E402
 from tests.http_raw import encode_request  # noqa: E402
 from tests.nginx import nginx, shipped_site  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import free_port, wait_until  # noqa: E402
 
 WORKER_CPU, LOAD_CPU = 0, 1
 V1_STREAM = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -143,7 +143,7 @@ def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
         site = shipped_site(fake_url.removeprefix("http://"), free_port())
         nginx_root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         proxy = stack.enter_context(nginx(site, nginx_root))
-        nginx_worker = children(proxy.pid)[0]
+        nginx_worker = wait_until(lambda: children(proxy.pid), 10, what="nginx's worker")[0]
         if pinned:
             pin(worker, WORKER_CPU)
             pin(nginx_worker, WORKER_CPU)

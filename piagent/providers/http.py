@@ -163,7 +163,7 @@ class UpstreamResponse:
             if exc.args and isinstance(exc.args[0], ReadTimeoutError):
                 raise self._deadline.timeout_error() from None
             raise self._broken() from None
-        except (OSError, ChunkingError):
+        except (OSError, ValueError):  # a reset, broken framing, a file closed meanwhile
             raise self._broken() from None
 
     def _plain_chunked(self) -> bool:
@@ -176,6 +176,8 @@ class UpstreamResponse:
         # (read with the headers); read1 hands back what it holds, or else what one
         # socket read brings, and never waits for more.
         body = self._response.raw._fp.fp
+        if body is None:  # closed already: nothing more to read, as urllib3 would say
+            return
         decoder = ChunkedDecoder()
         while not decoder.done:
             data = body.read1(_READ_SIZE)
