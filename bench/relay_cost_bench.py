@@ -1,6 +1,6 @@
 """What relaying costs piagent's worker in CPU, beside nginx relaying the same stream, run by hand.
 
-    .venv/bin/python bench/relay_cost_bench.py                # 3 rounds, about two minutes
+    .venv/bin/python bench/relay_cost_bench.py                # 3 rounds, about four minutes
     .venv/bin/python bench/relay_cost_bench.py --streams 10 --tokens 500 --rounds 1
     .venv/bin/python bench/relay_cost_bench.py --profile DIR  # and py-spy's top frames
 
