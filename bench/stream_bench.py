@@ -20,10 +20,8 @@ import argparse  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from itertools import pairwise  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -34,37 +32,16 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.fake_upstream import fake_process  # noqa: E402
+from bench.processes import piagent, rss_mb  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
-from tests.servers import RunningServer, gunicorn  # noqa: E402
 
 MODEL = "qwen2.5:3b-instruct"
 CHAT = {"message": "hello", "stream": False}
 STREAM = {"message": "hello", "stream": True}
 DIRECT_CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "stream": False}
 DIRECT_STREAM = {**DIRECT_CHAT, "stream": True}
-
-
-# --- processes under test -------------------------------------------------------------
-
-
-@contextmanager
-def piagent(fake_url: str, app: str = "wsgi:app") -> Iterator[tuple[RunningServer, int]]:
-    """piagent under gunicorn, talking to `fake_url`; yields the server and its worker's PID."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # Admission control would refuse most of the load: this measures the relay.
-        env = {"OLLAMA_HOST": fake_url, "ACCESS_LOG": "", "MAX_CONCURRENT_GENERATIONS": "5000"}
-        with gunicorn(env, Path(tmp), app=app) as server:
-            children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
-            yield server, int(children.split()[0])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # --- clients ------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ noticed at the next write, as WSGI allows.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any
 
 from ..errors import ClientGone
@@ -39,33 +39,39 @@ class DisconnectWatch:
         self._waiting: set[Any] = set()
         self._peer: socket.socket | None = None
         self._watcher: Any = None
+        self._current: Callable[[], Any] | None = None
         client = _gevent_client_socket(environ)
         if client is None:
             return
-        from gevent import get_hub
+        from gevent import get_hub, getcurrent
 
+        self._current = getcurrent
         # A duplicate descriptor we may peek on without disturbing the server's socket.
         self._peer = client.dup()
         self._peer.setblocking(False)
         self._watcher = get_hub().loop.io(self._peer.fileno(), 1)
         self._watcher.start(self._on_readable)
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
+    def guard(self) -> DisconnectWatch:
         """Wait on the model inside this block; a disconnect raises ClientGone here."""
+        # The watch is its own context manager: entered once per read of the model, it
+        # is kept to a set insert and a discard.
+        return self
+
+    def __enter__(self) -> None:
         if self.gone:
             raise ClientGone("the client went away")
-        if self._watcher is None:
-            yield
-            return
-        from gevent import getcurrent
+        if self._watcher is not None:
+            self._waiting.add(self._current())
 
-        current = getcurrent()
-        self._waiting.add(current)
-        try:
-            yield
-        finally:
-            self._waiting.discard(current)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._waiting:
+            self._waiting.discard(self._current())
 
     def close(self) -> None:
         """Stop watching; safe to call more than once."""

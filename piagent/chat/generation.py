@@ -57,8 +57,8 @@ class Generation:
         self._admitted = False
         self._turn: Turn | None = None
         self._upstream: ChatStream | None = None
-        self._fragments: Iterator[str] = iter(())
-        self._pending: str | None = None
+        self._fragments: Iterator[list[str]] = iter(())
+        self._pending: list[str] | None = None
         self._delivered: list[str] = []
 
     @property
@@ -90,15 +90,18 @@ class Generation:
             self._failed(exc)
             raise
 
-    def fragments(self) -> Iterator[str]:
-        """The reply's fragments as they arrive; one counts as delivered once the next is asked."""
-        fragment = self._pending
-        while fragment is not None:
-            yield fragment
-            self._delivered.append(fragment)
+    def fragments(self) -> Iterator[list[str]]:
+        """The reply's fragments as they arrive, in lists of those that arrived together.
+
+        A list counts as delivered once the next is asked for.
+        """
+        fragments = self._pending
+        while fragments is not None:
+            yield fragments
+            self._delivered += fragments
             try:
                 with self._watch.guard():
-                    fragment = self._read()
+                    fragments = self._read()
             except BaseException as exc:
                 self._failed(exc)
                 raise
@@ -143,16 +146,16 @@ class Generation:
         release()
         raise ClientGone("the request ended while its reply was being opened")
 
-    def _read(self) -> str | None:
-        fragment = next(self._fragments, None)
-        if fragment is not None:
+    def _read(self) -> list[str] | None:
+        fragments = next(self._fragments, None)
+        if fragments is not None:
             trace = self.trace
             if trace.first_token_s is None:
                 trace.first_token_s = time.monotonic() - trace.started
                 self._metrics.first_token(trace.first_token_s)
             if trace.reply_parts is not None:  # LOG_CONTENT=true
-                trace.reply_parts.append(fragment)
-        return fragment
+                trace.reply_parts += fragments
+        return fragments
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, ClientGone):

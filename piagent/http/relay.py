@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from flask import request
@@ -44,7 +45,7 @@ def new_generation(*, stream: bool) -> Generation:
 def collect_reply(generation: Generation, call: Call) -> tuple[str, ChatStats | None]:
     """Read the whole reply and keep it in the conversation."""
     generation.start(*call)
-    reply = "".join(generation.fragments())
+    reply = "".join(chain.from_iterable(generation.fragments()))
     generation.keep()
     return reply, generation.stats
 
@@ -100,7 +101,7 @@ def _closing(generation: Generation, chunks: Iterator[bytes]) -> Iterator[bytes]
 
 
 def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
-    """Yield each fragment as it arrives, then the end of the stream.
+    """Yield the fragments as they arrive (those that arrived together in one write), then the end.
 
     A client that leaves keeps what it saw (the generation's close does that). An
     upstream failure, or a memory that cannot keep the reply, keeps nothing: plain
@@ -109,8 +110,8 @@ def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
     """
     conversation_id = generation.trace.conversation_id
     try:
-        for fragment in generation.fragments():
-            yield fmt.delta(fragment)
+        for fragments in generation.fragments():
+            yield fmt.deltas(fragments)
         generation.keep()
         if fmt.structured:
             yield fmt.event(_done_event(generation))

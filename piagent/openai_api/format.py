@@ -64,9 +64,9 @@ class ChunkFormat(StreamFormat):
         """Server-sent events for one answer."""
         return cls(SSE, FORMATS[SSE].content_type, completion, include_usage)
 
-    def delta(self, text: str) -> bytes:
-        """A fragment of the reply."""
-        return sse_event(self.completion.chunk({"role": "assistant", "content": text}))
+    def delta_payload(self, text: str) -> dict[str, Any]:
+        """The chunk that carries one fragment of the reply."""
+        return self.completion.chunk({"role": "assistant", "content": text})
 
     def event(self, payload: dict[str, Any]) -> bytes:
         """The relay's `done` or `error` event, in OpenAI's words."""

@@ -45,11 +45,15 @@ class ChatStats:
 
 
 class ChatStream(Protocol):
-    """An open reply: iterate for text fragments; `stats` is set after the last one."""
+    """An open reply: iterate for its text fragments; `stats` is set after the last ones.
+
+    Each item is the fragments that arrived together (never an empty list): a relay
+    that fell behind the model catches up in one step instead of one per token.
+    """
 
     stats: ChatStats | None
 
-    def __iter__(self) -> Iterator[str]: ...
+    def __iter__(self) -> Iterator[list[str]]: ...
 
     def close(self) -> None:
         """Release the upstream connection; safe to call more than once."""

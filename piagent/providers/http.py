@@ -16,11 +16,15 @@ from urllib3.exceptions import ReadTimeoutError
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ..messages import Message
 from .base import Timeouts
+from .chunked import ChunkedDecoder, ChunkingError
 from .deadline import ReadDeadline
 
 # Enough pooled connections for every stream a gevent worker holds open at once.
 POOL_SIZE = 1000
 _ERROR_BODY_LIMIT = 4096
+# The most one read takes: far more than a burst of tokens, so a relay that fell behind
+# catches up in one read.
+_READ_SIZE = 65536
 
 
 class UpstreamClient:
@@ -141,17 +145,51 @@ class UpstreamResponse:
         """The response headers."""
         return self._response.headers
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body as it arrives: each read is handed on at once (chunk_size=None)."""
-        for chunk in self._response.iter_content(chunk_size=None):
-            self._deadline.after_read()
-            yield chunk
+    def reads(self) -> Iterator[bytes]:
+        """The body as it arrives: each item is all that had arrived when it was read.
 
-    def broken(self, exc: requests.RequestException) -> UpstreamError:
-        """The error for a read that failed once the response had begun."""
-        # A read timeout inside a body surfaces as a ConnectionError wrapping urllib3's.
-        if exc.args and isinstance(exc.args[0], ReadTimeoutError):
-            return self._deadline.timeout_error()
+        A broken connection, a timeout or broken framing raises UpstreamError.
+        """
+        source = self._chunked_reads() if self._plain_chunked() else self._content()
+        try:
+            for data in source:
+                self._deadline.after_read()
+                if data:
+                    yield data
+        except TimeoutError:
+            raise self._deadline.timeout_error() from None
+        except requests.RequestException as exc:
+            # A read timeout inside a body surfaces as a ConnectionError wrapping urllib3's.
+            if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+                raise self._deadline.timeout_error() from None
+            raise self._broken() from None
+        except (OSError, ValueError):  # a reset, broken framing, a file closed meanwhile
+            raise self._broken() from None
+
+    def _plain_chunked(self) -> bool:
+        raw = self._response.raw
+        encoding = raw.headers.get("Content-Encoding", "identity").lower()
+        return bool(raw.chunked) and encoding in ("", "identity") and raw.supports_chunked_reads()
+
+    def _chunked_reads(self) -> Iterator[bytes]:
+        # http.client's buffered socket file, which may already hold the body's start
+        # (read with the headers); read1 hands back what it holds, or else what one
+        # socket read brings, and never waits for more.
+        body = self._response.raw._fp.fp
+        if body is None:  # closed already: nothing more to read, as urllib3 would say
+            return
+        decoder = ChunkedDecoder()
+        while not decoder.done:
+            data = body.read1(_READ_SIZE)
+            if not data:
+                raise ChunkingError("the body ended before its last chunk")
+            yield decoder.feed(data)
+
+    def _content(self) -> Iterator[bytes]:
+        # Anything else (a length, a compressed body) through requests, as it arrives.
+        return self._response.iter_content(chunk_size=None)
+
+    def _broken(self) -> UpstreamError:
         return UpstreamError(f"the connection to {self._server} broke in the middle of the reply")
 
     def error_body(self) -> Any:

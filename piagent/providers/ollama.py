@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-import requests
-
 from ..errors import UpstreamBusy, UpstreamError
 from ..messages import Message
 from .base import ChatStats, GenerationOptions, Timeouts
@@ -111,21 +109,34 @@ class OllamaChatStream:
         self._response = response
         self.stats: ChatStats | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[list[str]]:
         try:
-            for event in iter_ndjson(self._response.chunks()):
-                text = _event_text(event)
-                if event.get("done") is True:
-                    self.stats = _event_stats(event)
-                if text:
-                    yield text
+            for events in iter_ndjson(self._response.reads()):
+                fragments: list[str] = []
+                failure: Exception | None = None
+                try:
+                    self._read_events(events, fragments)
+                except (UpstreamError, MalformedLine) as exc:
+                    failure = exc
+                # What came before a failing line is handed on before the failure.
+                if fragments:
+                    yield fragments
+                if failure is not None:
+                    raise failure
                 if self.stats is not None:
                     return
         except MalformedLine as exc:
             raise UpstreamError(f"Ollama sent a reply piagent cannot read ({exc})") from None
-        except requests.RequestException as exc:
-            raise self._response.broken(exc) from None
         raise UpstreamError("Ollama's reply ended before its final line")
+
+    def _read_events(self, events: list[dict[str, Any]], fragments: list[str]) -> None:
+        """Add each event's text to `fragments`, up to the final event (which sets the stats)."""
+        for event in events:
+            if text := _event_text(event):
+                fragments.append(text)
+            if event.get("done") is True:
+                self.stats = _event_stats(event)
+                return
 
     def close(self) -> None:
         """Close the HTTP response, which stops Ollama generating for us."""

@@ -6,8 +6,6 @@ import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-import requests
-
 from ..errors import UpstreamBusy, UpstreamError
 from ..messages import Message
 from .base import ChatStats, GenerationOptions, Timeouts
@@ -87,46 +85,70 @@ class OpenAIReply:
         self._stream = stream
         self.stats: ChatStats | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[list[str]]:
         try:
             yield from self._events() if self._stream else self._whole()
         except MalformedEvent as exc:
             raise UpstreamError(f"{SERVER} sent a reply piagent cannot read ({exc})") from None
-        except requests.RequestException as exc:
-            raise self._response.broken(exc) from None
 
     def close(self) -> None:
         """Close the HTTP response, which tells the server to stop generating."""
         self._response.close()
 
-    def _events(self) -> Iterator[str]:
-        usage: dict[str, Any] = {}
-        finish_reason: str | None = None
-        for data in iter_sse_data(self._response.chunks()):
-            if data == _DONE:
+    def _events(self) -> Iterator[list[str]]:
+        events = _EventReader()
+        for batch in iter_sse_data(self._response.reads()):
+            fragments: list[str] = []
+            failure: Exception | None = None
+            try:
+                events.read(batch, fragments)
+            except (UpstreamError, MalformedEvent) as exc:
+                failure = exc
+            # What came before a failing event is handed on before the failure.
+            if fragments:
+                yield fragments
+            if failure is not None:
+                raise failure
+            if events.ended:
                 break
-            chunk = _parse(data)
-            usage = _usage(chunk) or usage
-            for choice in _choices(chunk):
-                finish_reason = _finish_reason(choice) or finish_reason
-                if text := _text(choice, "delta"):
-                    yield text
         else:
             # Some servers end the stream without [DONE]; the finish reason still tells
             # a whole reply from one cut short.
-            if finish_reason is None:
+            if events.finish_reason is None:
                 raise UpstreamError(f"the reply from {SERVER} ended before its final event")
-        self.stats = _stats(usage, finish_reason)
+        self.stats = _stats(events.usage, events.finish_reason)
 
-    def _whole(self) -> Iterator[str]:
-        reply = _parse(b"".join(self._response.chunks()))
+    def _whole(self) -> Iterator[list[str]]:
+        reply = _parse(b"".join(self._response.reads()))
         choices = _choices(reply)
         if not choices:
             raise MalformedEvent(f"no choices in {str(reply)[:80]}")
         text = _text(choices[0], "message")
         self.stats = _stats(_usage(reply), _finish_reason(choices[0]))
         if text:
-            yield text
+            yield [text]
+
+
+class _EventReader:
+    """What a stream's events said so far: their text, the usage, the finish reason."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+        self.ended = False
+
+    def read(self, batch: list[str], fragments: list[str]) -> None:
+        """Add the text of each event's choices to `fragments`, up to [DONE]."""
+        for data in batch:
+            if data == _DONE:
+                self.ended = True
+                return
+            chunk = _parse(data)
+            self.usage = _usage(chunk) or self.usage
+            for choice in _choices(chunk):
+                self.finish_reason = _finish_reason(choice) or self.finish_reason
+                if text := _text(choice, "delta"):
+                    fragments.append(text)
 
 
 def _parse(data: str | bytes) -> dict[str, Any]:

@@ -13,8 +13,8 @@ class MalformedEvent(ValueError):
     """An event stream that cannot be read."""
 
 
-def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Yield each event's data the moment the blank line ending it arrives.
+def iter_sse_data(reads: Iterable[bytes]) -> Iterator[list[str]]:
+    """Yield, for each read, the data of the events whose blank line it brought.
 
     Comments, `event:`, `id:` and `retry:` fields are skipped; several `data:` lines in
     one event are joined with newlines. An event the stream cuts off is dropped.
@@ -22,7 +22,7 @@ def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
     pending = b""
     data: list[str] = []
     after_cr = False
-    for chunk in chunks:
+    for chunk in reads:
         if not chunk:
             continue
         # A CR at the end of the last read may be the first half of a CRLF.
@@ -31,12 +31,20 @@ def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
         after_cr = chunk.endswith(b"\r")
         pending += chunk
         *lines, pending = _LINE_END.split(pending)
-        for line in lines:
-            if line:
-                _add_field(line, data)
-            elif data:
-                yield "\n".join(data)
-                data = []
+        events: list[str] = []
+        try:
+            for line in lines:
+                if line:
+                    _add_field(line, data)
+                elif data:
+                    events.append("\n".join(data))
+                    data = []
+        except MalformedEvent:
+            if events:  # what came before the unreadable line is handed on first
+                yield events
+            raise
+        if events:
+            yield events
 
 
 def _add_field(line: bytes, data: list[str]) -> None:

@@ -230,7 +230,8 @@ def test_failure_after_start_ends_the_stream_unfinished_and_saves_nothing(
     with waitress_server(app) as served, stream_request(served, conversation_id) as sock:
         response = read_response(sock)
     assert response.status == 200
-    assert response.chunks == [t.encode() for t in TOKENS[:3]]
+    # Tokens sent at once may share a write; what matters is every byte before the failure.
+    assert response.body == "".join(TOKENS[:3]).encode()
     assert not response.complete
     assert app.extensions["piagent"].memory.transcript(conversation_id) is None
 

@@ -29,20 +29,24 @@ LIMITS = MemoryLimits(max_messages=8, ttl_s=0, max_conversations=10, max_message
 
 
 class Upstream:
-    """A scripted reply: its fragments, then an error or the end (with stats)."""
+    """A scripted reply: its fragments, then an error or the end (with stats).
 
-    def __init__(self, fragments: list[str], error: BaseException | None = None) -> None:
+    Each item of `fragments` arrives on its own: a string, or a list arriving together.
+    """
+
+    def __init__(self, fragments: list[str | list[str]], error: BaseException | None = None):
         self.stats: ChatStats | None = None
         self.closed = 0
         self._fragments = fragments
         self._error = error
         self.fail_on_close: Exception | None = None
 
-    def __iter__(self) -> Iterator[str]:
-        yield from self._fragments
+    def __iter__(self) -> Iterator[list[str]]:
+        batches = [[item] if isinstance(item, str) else item for item in self._fragments]
+        yield from batches
         if self._error is not None:
             raise self._error
-        self.stats = ChatStats(prompt_tokens=3, completion_tokens=len(self._fragments))
+        self.stats = ChatStats(prompt_tokens=3, completion_tokens=sum(map(len, batches)))
 
     def close(self) -> None:
         self.closed += 1
@@ -139,7 +143,7 @@ def test_complete_stream_keeps_the_reply_and_releases_everything_once():
     setup = Setup(Provider(upstream))
     generation = setup.generation
     generation.start(*CALL)
-    assert list(generation.fragments()) == ["a", "b"]
+    assert list(generation.fragments()) == [["a"], ["b"]]
     generation.keep()
     generation.close()
     generation.close()  # the server's close after the body's own end: nothing twice
@@ -157,7 +161,7 @@ def test_client_gone_mid_stream_keeps_what_it_saw():
     generation = setup.generation
     generation.start(*CALL)
     fragments = generation.fragments()
-    assert [next(fragments), next(fragments)] == ["a", "b"]  # "b" not yet written
+    assert [next(fragments), next(fragments)] == [["a"], ["b"]]  # "b" not yet written
     with pytest.raises(ClientGone):
         list(fragments)
     generation.close()
@@ -183,6 +187,19 @@ def test_client_gone_at_a_write_keeps_only_what_was_written():
     assert setup.metric("piagent_cancellations_total", stage="generating") == 1
 
 
+def test_fragments_that_arrived_together_are_delivered_together():
+    upstream = Upstream(["a", ["b", "c"], "d"])
+    setup = Setup(Provider(upstream))
+    generation = setup.generation
+    generation.start(*CALL)
+    fragments = generation.fragments()
+    assert [next(fragments), next(fragments)] == [["a"], ["b", "c"]]
+    next(fragments)
+    fragments.close()  # the server could not write "d"
+    generation.close()
+    assert setup.kept() == [("user", "hello"), ("assistant", "abc")]
+
+
 def test_client_gone_before_the_first_token_keeps_nothing():
     upstream = Upstream([], error=ClientGone("gone"))
     setup = Setup(Provider(upstream))
@@ -201,7 +218,7 @@ def test_client_gone_during_a_whole_reply_keeps_nothing():
     generation = setup.generation
     generation.start(*CALL)
     with pytest.raises(ClientGone):
-        "".join(generation.fragments())
+        list(generation.fragments())
     generation.close()
     setup.assert_released_once()
     assert setup.kept() == []  # a non-stream client saw nothing of it

@@ -1,8 +1,14 @@
 import pytest
 
-from piagent.providers.ndjson import MalformedLine, iter_ndjson
+from piagent.providers.ndjson import MalformedLine
+from piagent.providers.ndjson import iter_ndjson as iter_batches
 
 LINES = [b'{"a": 1}\n', b'{"b": "two"}\n', b'{"done": true, "c": "x"}\n']
+
+
+def iter_ndjson(reads):
+    """Each object, whichever read brought it."""
+    return [obj for batch in iter_batches(reads) for obj in batch]
 
 
 def test_one_line_per_read():
@@ -17,6 +23,23 @@ def test_line_split_across_reads_is_reassembled():
 
 def test_several_lines_in_one_read():
     assert len(list(iter_ndjson([b"".join(LINES)]))) == 3
+
+
+def test_objects_are_handed_on_together_by_the_read_that_ends_them():
+    data = b"".join(LINES)
+    cut = len(LINES[0]) + 3  # the first read ends one line, the second the other two
+    assert list(iter_batches([data[:cut], data[cut:]])) == [
+        [{"a": 1}],
+        [{"b": "two"}, {"done": True, "c": "x"}],
+    ]
+    assert list(iter_batches([b'{"a"', b": 1}"])) == [[{"a": 1}]]  # no empty batch
+
+
+def test_objects_before_a_malformed_line_are_handed_on_before_it_raises():
+    batches = iter_batches([b'{"a": 1}\n{"b": 2}\nnot json\n{"c": 3}\n'])
+    assert next(batches) == [{"a": 1}, {"b": 2}]
+    with pytest.raises(MalformedLine):
+        next(batches)
 
 
 def test_last_line_without_newline():
@@ -35,7 +58,7 @@ def test_each_object_is_handed_on_before_the_next_read():
             reads.append(index)
             yield line
 
-    for index, _ in enumerate(iter_ndjson(chunks())):
+    for index, _ in enumerate(iter_batches(chunks())):
         assert reads[-1] == index  # nothing read ahead of the object handed on
 
 
@@ -48,3 +71,14 @@ def test_multibyte_character_split_between_reads():
 def test_malformed_line_raises(line):
     with pytest.raises(MalformedLine):
         list(iter_ndjson([b'{"ok": 1}\n', line]))
+
+
+def test_crlf_line_ends_and_surrounding_spaces():
+    assert list(iter_ndjson([b' {"a": 1}\r\n\r\n{"b": 2}\r\n'])) == [{"a": 1}, {"b": 2}]
+
+
+def test_a_line_that_is_not_utf8_raises_after_the_lines_before_it():
+    batches = iter_batches([b'{"a": 1}\n{"b": "\xff"}\n{"c": 3}\n'])
+    assert next(batches) == [{"a": 1}]
+    with pytest.raises(MalformedLine, match=r"xff"):
+        next(batches)

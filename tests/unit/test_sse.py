@@ -1,9 +1,15 @@
 import pytest
 
-from piagent.providers.sse import MalformedEvent, iter_sse_data
+from piagent.providers.sse import MalformedEvent
+from piagent.providers.sse import iter_sse_data as iter_batches
 
 EVENTS = b'data: {"a": 1}\n\ndata: {"b": "two"}\n\ndata: [DONE]\n\n'
 EXPECTED = ['{"a": 1}', '{"b": "two"}', "[DONE]"]
+
+
+def iter_sse_data(reads):
+    """Each event's data, whichever read brought it."""
+    return [data for batch in iter_batches(reads) for data in batch]
 
 
 def test_one_event_per_read():
@@ -19,6 +25,19 @@ def test_events_split_across_reads_are_reassembled(size):
 
 def test_several_events_in_one_read():
     assert list(iter_sse_data([EVENTS])) == EXPECTED
+
+
+def test_events_are_handed_on_together_by_the_read_that_ends_them():
+    first, second = EVENTS[:10], EVENTS[10:]  # the first read ends no event
+    assert list(iter_batches([first, second])) == [EXPECTED]
+    assert list(iter_batches([b": ping\n\n", EVENTS])) == [EXPECTED]  # nothing for a comment
+
+
+def test_events_before_an_unreadable_line_are_handed_on_before_it_raises():
+    batches = iter_batches([b"data: a\n\ndata: b\n\ndata: \xff\n\n"])
+    assert next(batches) == ["a", "b"]
+    with pytest.raises(MalformedEvent):
+        next(batches)
 
 
 @pytest.mark.parametrize("newline", [b"\r\n", b"\r", b"\n"])
@@ -42,7 +61,7 @@ def test_each_event_is_handed_on_before_the_next_read():
             reads.append(index)
             yield f"data: {event}\n\n".encode()
 
-    for index, _ in enumerate(iter_sse_data(chunks())):
+    for index, _ in enumerate(iter_batches(chunks())):
         assert reads[-1] == index  # nothing read ahead of the event handed on
 
 

@@ -1,0 +1,226 @@
+"""What relaying costs piagent's worker in CPU, beside nginx relaying the same stream, run by hand.
+
+    .venv/bin/python bench/relay_cost_bench.py                # 3 rounds, about four minutes
+    .venv/bin/python bench/relay_cost_bench.py --streams 10 --tokens 500 --rounds 1
+    .venv/bin/python bench/relay_cost_bench.py --profile DIR  # and py-spy's top frames
+
+The tests' fake Ollama (a process of its own) sends every token the moment it can.
+`--streams` streams of `--tokens` tokens are read at once, in turn through piagent
+(one gevent worker under `gunicorn -c gunicorn.conf.py`) as plain text, NDJSON, SSE
+and /v1 chunks, and through nginx proxying the fake directly with the shipped site's
+settings: the floor a proxy can reach. The worker (and nginx's worker) is kept on CPU 0
+and everything else on CPU 1; its CPU time (user + system, from /proc) over the tokens
+relayed is the figure. Then, one client at a time against a fake answering three
+tokens: the worker's CPU per non-stream /chat, and the time to a stream's first byte
+and to a whole non-stream reply, beside the fake asked directly.
+
+The machine may be shared and noisy: each round prints its own figures and ratios,
+and the summary gives the range over the rounds.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()  # the load generator runs as greenlets
+
+import argparse  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gevent.pool import Pool  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fake_upstream import fake_process  # noqa: E402
+from bench.processes import children, cpu_seconds, piagent, pin  # noqa: E402
+from bench.stream_bench import CHAT, DIRECT_CHAT, DIRECT_STREAM, STREAM, load, post  # noqa: E402
+from tests.http_raw import encode_request  # noqa: E402
+from tests.nginx import nginx, shipped_site  # noqa: E402
+from tests.servers import free_port, wait_until  # noqa: E402
+
+WORKER_CPU, LOAD_CPU = 0, 1
+V1_STREAM = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to ask for the same stream."""
+
+    name: str
+    path: str
+    body: dict
+    accept: str = "*/*"
+
+
+ROUTES = [
+    Route("text", "/chat", STREAM),
+    Route("NDJSON", "/chat", STREAM, "application/x-ndjson"),
+    Route("SSE", "/chat", STREAM, "text/event-stream"),
+    Route("/v1 chunks", "/v1/chat/completions", V1_STREAM),
+]
+FLOOR = Route("nginx -> fake", "/api/chat", DIRECT_STREAM)
+
+
+def read_stream(url: str, route: Route) -> int:
+    """One streamed request read to its end as fast as it comes; returns the bytes read."""
+    host, port = url.removeprefix("http://").split(":")
+    headers = {"Accept": route.accept, "Connection": "close"}
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(encode_request(url, route.path, route.body, headers))
+        tail, size = b"", 0
+        while data := sock.recv(262144):
+            size += len(data)
+            tail = (tail + data)[-5:]
+    if not tail.endswith(b"0\r\n\r\n"):
+        raise RuntimeError(f"{route.name}: the stream ended without its last chunk")
+    return size
+
+
+def cpu_per_token(url: str, route: Route, pid: int, streams: int, tokens: int) -> float:
+    """Microseconds of `pid`'s CPU per token while `streams` streams are read at once."""
+    before = cpu_seconds(pid)
+    Pool(streams).map(lambda _: read_stream(url, route), range(streams))
+    return (cpu_seconds(pid) - before) / (streams * tokens) * 1e6
+
+
+def profiled(out: Path | None, url: str, route: Route, pid: int, args: argparse.Namespace) -> float:
+    """cpu_per_token, with py-spy sampling `pid` into `out` (collapsed stacks) if asked."""
+    if out is None:
+        return cpu_per_token(url, route, pid, args.streams, args.tokens)
+    spy = subprocess.Popen(
+        [
+            Path(sys.executable).with_name("py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "500",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # py-spy attaches
+    try:
+        return cpu_per_token(url, route, pid, args.streams, args.tokens)
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        spy.wait(timeout=30)
+
+
+def top_frames(collapsed: Path, count: int) -> list[str]:
+    """The frames with the most samples of their own, and the share of all samples."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        own[stack.rsplit(";", 1)[-1]] += int(samples)
+        total += int(samples)
+    return [f"{n / total:6.1%}  {frame}" for frame, n in own.most_common(count)]
+
+
+def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Each round: the floor, then every route; µs of worker CPU per token, by route."""
+    tokens = [f" w{i % 97}" for i in range(args.tokens)]
+    figures: dict[str, list[float]] = defaultdict(list)
+    with ExitStack() as stack:
+        pinned = pin(0, LOAD_CPU)  # what starts from here (the fake, the servers) inherits it
+        fake_url = stack.enter_context(fake_process(tokens=tokens))
+        server, worker = stack.enter_context(piagent(fake_url))
+        site = shipped_site(fake_url.removeprefix("http://"), free_port())
+        nginx_root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        proxy = stack.enter_context(nginx(site, nginx_root))
+        nginx_worker = wait_until(lambda: children(proxy.pid), 10, what="nginx's worker")[0]
+        if pinned:
+            pin(worker, WORKER_CPU)
+            pin(nginx_worker, WORKER_CPU)
+        where = "pinned to CPU 0" if pinned else "not pinned (one CPU)"
+        print(f"{args.streams} streams x {args.tokens} tokens at once, fake at full speed; "
+              f"worker {where}", flush=True)  # fmt: skip
+        for route in ROUTES:  # warm up: connections, imports, first-use caches
+            Pool(4).map(lambda _, r=route: read_stream(server.url, r), range(4))
+        read_stream(proxy.url, FLOOR)
+        for r in range(1, args.rounds + 1):
+            for route, url, pid in [(FLOOR, proxy.url, nginx_worker)] + [
+                (route, server.url, worker) for route in ROUTES
+            ]:
+                out = None
+                if args.profile and route is not FLOOR and r == 1:
+                    out = args.profile / f"{route.name.replace('/', '').replace(' ', '-')}.txt"
+                figure = profiled(out, url, route, pid, args)
+                figures[route.name].append(figure)
+                floor = figures[FLOOR.name][-1]
+                print(f"round {r}  {route.name:14} {figure:7.1f} µs/token  "
+                      f"{1e6 / figure / 1000:6.1f}k tokens/CPU-s  x{figure / floor:5.2f} nginx",
+                      flush=True)  # fmt: skip
+    return figures
+
+
+def per_request(args: argparse.Namespace) -> list[str]:
+    """One client at a time, a three-token answer: CPU per /chat, first byte and latency."""
+    with fake_process() as fake_url, piagent(fake_url) as (server, worker):
+        pin(worker, WORKER_CPU)
+        load(lambda: post(server.url, "/chat", CHAT), 1, 200)  # warm up
+        before = cpu_seconds(worker)
+        ours, _ = load(lambda: post(server.url, "/chat", CHAT), 1, args.requests)
+        cpu_ms = (cpu_seconds(worker) - before) / args.requests * 1000
+        direct, _ = load(lambda: post(fake_url, "/api/chat", DIRECT_CHAT), 1, args.requests)
+        first = [post(server.url, "/chat", STREAM) for _ in range(args.requests)]
+        first_direct = [post(fake_url, "/api/chat", DIRECT_STREAM) for _ in range(args.requests)]
+
+    def ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    return [
+        f"worker CPU per non-stream /chat          {cpu_ms:6.2f} ms",
+        f"stream first byte p50 (fake direct)      {ms(first):6.2f} ms ({ms(first_direct):.2f} ms)"
+        f"  added {ms(first) - ms(first_direct):+.2f} ms",
+        f"non-stream latency p50 (fake direct)     {ms(ours):6.2f} ms ({ms(direct):.2f} ms)"
+        f"  added {ms(ours) - ms(direct):+.2f} ms",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=500, help="one at a time, per figure")
+    parser.add_argument("--profile", type=Path, help="write py-spy's samples of round 1 here")
+    args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    figures = stream_rounds(args)
+    print(f"\nover {args.rounds} round(s): {'figure':18} {'µs/token':>13} "
+          f"{'tokens/CPU-s':>15} {'x nginx':>13}")  # fmt: skip
+    floors = figures[FLOOR.name]
+    for name, values in figures.items():
+        ratios = [v / f for v, f in zip(values, floors, strict=True)]
+        rates = [1000 / v for v in values]
+        print(f"{'':17} {name:18} {min(values):5.1f}-{max(values):5.1f}   "
+              f"{min(rates):5.1f}k-{max(rates):5.1f}k   "
+              f"{min(ratios):4.2f}-{max(ratios):4.2f}")  # fmt: skip
+    print()
+    for line in per_request(args):
+        print(line, flush=True)
+    if args.profile:
+        for collapsed in sorted(args.profile.glob("*.txt")):
+            print(f"\npy-spy, {collapsed.stem}: frames with the most samples of their own")
+            print("\n".join(top_frames(collapsed, 15)))
+
+
+if __name__ == "__main__":
+    main()
