@@ -31,6 +31,19 @@ class ChatRequest(BaseModel):
         return value
 
 
+# A client continuing a conversation may name it in this header too, so that a balancer
+# in front of several Pis can send it back to the Pi that holds its prompt cache.
+CONVERSATION_HEADER = "X-Conversation-Id"
+
+
+class ChatHeaders(BaseModel):
+    """The request headers POST /chat reads: the conversation named as in the body."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation_id: str = Field(alias=CONVERSATION_HEADER, pattern=CONVERSATION_ID_PATTERN)
+
+
 class ChatReply(BaseModel):
     """The body of a non-stream POST /chat answer."""
 
