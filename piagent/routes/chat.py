@@ -15,7 +15,13 @@ from ..http.auth import conversation_key
 from ..http.body import parse_body
 from ..http.errors import InvalidRequest
 from ..http.relay import collect_reply, new_generation, stream_body
-from ..http.schemas import CONVERSATION_HEADER, ChatHeaders, ChatReply, ChatRequest
+from ..http.schemas import (
+    CONVERSATION_HEADER,
+    NEW_CONVERSATION_HEADER,
+    ChatHeaders,
+    ChatReply,
+    ChatRequest,
+)
 from ..http.state import get_state
 from ..http.stream_formats import STREAM_HEADERS, negotiate
 from ..http.trace import current_trace
@@ -28,9 +34,8 @@ def chat() -> Response:
     """Answer one message, as a JSON reply or as a stream (text, SSE or NDJSON)."""
     state = get_state()
     body = parse_body(ChatRequest)
-    named = _named_conversation(body)
+    conversation_id = _conversation_id(body)
     agent = find_agent(state.agents, body.agent)
-    conversation_id = named or str(uuid.uuid4())
     current_trace().chat(agent, conversation_id, body.message)
     headers = {CONVERSATION_HEADER: conversation_id}
 
@@ -68,16 +73,19 @@ def chat() -> Response:
     return Response(payload.model_dump_json(), content_type="application/json", headers=headers)
 
 
-def _named_conversation(body: ChatRequest) -> str | None:
-    """The conversation the client names: in the body, the X-Conversation-Id header, or both."""
-    sent = request.headers.get(CONVERSATION_HEADER)
-    if sent is None:
-        return body.conversation_id
+def _conversation_id(body: ChatRequest) -> str:
+    """The conversation named in the body or X-Conversation-Id (or both, alike), or a new one."""
+    sent = {
+        name: request.headers[name]
+        for name in (CONVERSATION_HEADER, NEW_CONVERSATION_HEADER)
+        if name in request.headers
+    }
     try:
-        named = ChatHeaders.model_validate({CONVERSATION_HEADER: sent}).conversation_id
+        headers = ChatHeaders.model_validate(sent)
     except ValidationError as exc:
         raise InvalidRequest.from_validation(exc, "header") from None
-    if body.conversation_id not in (None, named):
+    named = headers.conversation_id
+    if named is not None and body.conversation_id not in (None, named):
         raise InvalidRequest(
             [
                 {
@@ -88,4 +96,4 @@ def _named_conversation(body: ChatRequest) -> str | None:
                 }
             ]
         )
-    return named
+    return named or body.conversation_id or headers.new_conversation_id or str(uuid.uuid4())

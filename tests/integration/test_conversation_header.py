@@ -65,3 +65,18 @@ def test_the_openai_api_ignores_the_header(client, fake):
     assert response.status_code == 200
     assert HEADER not in response.headers
     assert fake.last_messages()[1:] == [("user", "hi")]  # /v1 keeps no conversations
+
+
+def test_a_balancers_new_id_names_a_conversation_the_request_does_not(client, fake):
+    new = {"X-New-Conversation-Id": "from-nginx"}
+    assert chat(client, new).get_json()["conversation_id"] == "from-nginx"
+    named = chat(client, new | {HEADER: "by-header"}).get_json()["conversation_id"]
+    in_body = chat(client, new, conversation_id="in-body").get_json()["conversation_id"]
+    assert (named, in_body) == ("by-header", "in-body")
+
+
+def test_a_balancers_new_id_breaking_the_rules_is_422_naming_it(client, fake):
+    response = chat(client, {"X-New-Conversation-Id": "no spaces allowed"})
+    assert response.status_code == 422
+    [error] = response.get_json()["detail"]
+    assert error["loc"] == ["header", "X-New-Conversation-Id"]
