@@ -46,6 +46,14 @@ class MemoryUnavailable(PiagentError):
     """The store (a SQLite file, a Redis server) cannot be used right now."""
 
 
+class ReplyNotKept(MemoryUnavailable):
+    """The model answered, but the store failed before the exchange was kept.
+
+    Unlike the other memory failures, this one comes after the model has worked, so it is
+    not a refusal a balancer may pass on to another server.
+    """
+
+
 class NotReady(PiagentError):
     """The model server or the memory cannot serve yet."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -99,3 +100,24 @@ server {{
     }}
 }}
 """
+
+
+_EXAMPLE_PI = re.compile(r"^(\s*)server 192\.168\.1\.\d+:8000(\s.*)$")
+
+
+def cluster_site(pis: list[str], port: int) -> str:
+    """config/nginx/piagent-cluster.conf with `pis` (host:port) in each upstream, on loopback."""
+    from tests.servers import REPO
+
+    lines: list[str] = []
+    after_example = False
+    for line in (REPO / "config" / "nginx" / "piagent-cluster.conf").read_text().splitlines():
+        example = _EXAMPLE_PI.match(line)
+        if example and not after_example:  # the example Pis become these, same parameters
+            lines += [f"{example[1]}server {pi}{example[2]}" for pi in pis]
+        elif not example:
+            lines.append(line)
+        after_example = bool(example)
+    site = "\n".join(lines) + "\n"
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    return site.replace("listen [::]:80;", "")

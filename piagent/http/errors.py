@@ -22,12 +22,14 @@ from ..errors import (
     NotReady,
     Overloaded,
     PiagentError,
+    ReplyNotKept,
     Unauthorized,
     UnknownAgent,
     UnknownConversation,
     UpstreamBusy,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnreachable,
 )
 
 log = logging.getLogger("piagent")
@@ -56,8 +58,16 @@ _STATUS: dict[type[PiagentError], int] = {
     UpstreamTimeout: 504,
     UpstreamBusy: 503,
     MemoryUnavailable: 503,
+    ReplyNotKept: 502,  # the model has worked: not a refusal, see CLUSTER_HEADER
     NotReady: 503,
 }
+
+# Sent by the cluster site (config/nginx/piagent-cluster.conf), which passes a 503 on to
+# the next Pi. Every 503 piagent sends is a refusal made before the model or the memory
+# did anything, so passing it on never generates or keeps a reply twice; with this
+# header, a model server that cannot be reached at all is such a refusal too (alone, it
+# is the 502 clients of one Pi expect), so the request goes to a Pi whose model answers.
+CLUSTER_HEADER = "X-Piagent-Cluster"
 
 
 def status_of(exc: PiagentError) -> int:
@@ -66,6 +76,13 @@ def status_of(exc: PiagentError) -> int:
         if cls in _STATUS:
             return _STATUS[cls]
     return 500
+
+
+def _status_here(exc: PiagentError) -> int:
+    """The status that answers `exc` in this request, behind the cluster site or not."""
+    if isinstance(exc, UpstreamUnreachable) and request.headers.get(CLUSTER_HEADER) == "1":
+        return 503
+    return status_of(exc)
 
 
 def _headers_of(exc: PiagentError) -> dict[str, str]:
@@ -128,9 +145,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PiagentError)
     def piagent_error(exc: PiagentError) -> Response:
         # Rejections are counted and logged per request; a burst must not flood the log.
+        status = _status_here(exc)
         if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
-            log.warning("upstream failure (%d): %s", status_of(exc), exc.detail)
-        return _json_error(status_of(exc), _detail_of(exc), _headers_of(exc), exc)
+            log.warning("upstream failure (%d): %s", status, exc.detail)
+        return _json_error(status, _detail_of(exc), _headers_of(exc), exc)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

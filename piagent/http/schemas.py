@@ -31,6 +31,27 @@ class ChatRequest(BaseModel):
         return value
 
 
+# A client continuing a conversation may name it in this header too, so that a balancer
+# in front of several Pis can send it back to the Pi that holds its prompt cache.
+CONVERSATION_HEADER = "X-Conversation-Id"
+# The id a balancer gives a conversation that the request does not name, so that the first
+# message lands where the next ones will (config/nginx/piagent-cluster.conf sends it).
+NEW_CONVERSATION_HEADER = "X-New-Conversation-Id"
+
+
+class ChatHeaders(BaseModel):
+    """The request headers POST /chat reads, each validated like the body's conversation_id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation_id: str | None = Field(
+        default=None, alias=CONVERSATION_HEADER, pattern=CONVERSATION_ID_PATTERN
+    )
+    new_conversation_id: str | None = Field(
+        default=None, alias=NEW_CONVERSATION_HEADER, pattern=CONVERSATION_ID_PATTERN
+    )
+
+
 class ChatReply(BaseModel):
     """The body of a non-stream POST /chat answer."""
 
