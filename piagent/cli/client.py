@@ -136,16 +136,17 @@ class Reply:
 
     def __iter__(self) -> Iterator[str]:
         try:
-            for event in iter_ndjson(self._response.iter_content(chunk_size=None)):
-                kind = event.get("type")
-                if kind == "delta":
-                    yield str(event.get("text", ""))
-                elif kind == "done":
-                    self.done = event
-                    self.conversation_id = event.get("conversation_id") or self.conversation_id
-                    return
-                elif kind == "error":
-                    raise StreamFailed(one_line(event.get("detail", "the reply failed")))
+            for events in iter_ndjson(self._response.iter_content(chunk_size=None)):
+                for event in events:  # the events of one read
+                    kind = event.get("type")
+                    if kind == "delta":
+                        yield str(event.get("text", ""))
+                    elif kind == "done":
+                        self.done = event
+                        self.conversation_id = event.get("conversation_id") or self.conversation_id
+                        return
+                    elif kind == "error":
+                        raise StreamFailed(one_line(event.get("detail", "the reply failed")))
         except MalformedLine as exc:
             raise Unreachable(f"piagent sent a line that is not an event: {exc}") from None
         except requests.RequestException:

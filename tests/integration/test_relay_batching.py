@@ -34,7 +34,10 @@ def read_stream(client, path: str, body: dict, accept: str) -> list[bytes]:
 
 def chat_writes(client, fake, accept: str, *, packed: bool) -> list[bytes]:
     # packed: the fake writes every line in one go; else each line 10 ms after the last.
-    fake.behave(tokens=TOKENS, pack_lines=packed, token_delay=0 if packed else 0.01)
+    # A fixed prompt count: the second chat of the conversation has a longer prompt.
+    fake.behave(
+        tokens=TOKENS, pack_lines=packed, token_delay=0 if packed else 0.01, prompt_eval_count=12
+    )
     body = {"message": "hi", "stream": True, "conversation_id": CONVERSATION}
     return read_stream(client, "/chat", body, accept)
 
