@@ -25,6 +25,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from .urls import without_credentials
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _KEEP_ALIVE = r"^(-?\d+(\.\d+)?|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$"
 
@@ -183,8 +185,13 @@ def _config_error(exc: ValidationError) -> ConfigError:
     if error["type"] == "missing":
         return ConfigError(f"{name} is not set: {error['msg']}")
     # repr() keeps even a value with a newline on one line.
-    value = "<hidden>" if _is_secret(name) else repr(error["input"])
+    value = "<hidden>" if _is_secret(name) else repr(_shown(error["input"]))
     return ConfigError(f"{name}={value} is invalid: {error['msg']}")
+
+
+def _shown(value: object) -> object:
+    """A value as the error may show it: a URL without its user name and password."""
+    return without_credentials(value) if isinstance(value, str) and "://" in value else value
 
 
 def _is_secret(name: str) -> bool:

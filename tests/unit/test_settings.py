@@ -220,6 +220,22 @@ def test_a_secret_that_cannot_be_read_is_not_echoed(name):
     assert "12345678901234567890" not in message
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("OLLAMA_HOST", "ftp://pi:s3cret@10.0.0.2:11434", "'ftp://10.0.0.2:11434'"),
+        ("OPENAI_BASE_URL", "api.example/v1 http://pi:s3cret@[::1]:8080", None),
+        ("REDIS_URL", "http://:s3cret@10.0.0.3:6379/0?password=s3cret", "'http://10.0.0.3:6379/0'"),
+    ],
+)
+def test_an_unreadable_url_is_echoed_without_its_credentials(name, value, shown):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value}, env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"{name}=") and "s3cret" not in message
+    assert shown is None or message.startswith(f"{name}={shown} is invalid: ")
+
+
 def test_importing_settings_loads_no_web_stack():
     # gunicorn.conf.py imports piagent.settings in the master, before gevent patches the
     # workers: nothing of Flask, requests, gevent or prometheus may come with it.
