@@ -79,6 +79,21 @@ loglevel = _env.get("LOG_LEVEL") or "info"
 # Control socket (gunicornc): unused here, and several instances would share its path.
 control_socket_disable = True
 
+
+# Ctrl-C: the terminal sends SIGINT to the whole process group, so a worker hears it
+# twice: from the terminal, and as SIGQUIT from the master. gunicorn's gevent worker
+# answers each in a greenlet that ends in sys.exit(0); the first one stops the worker,
+# and the second, run as the interpreter shuts down, makes gevent print its SystemExit
+# as a traceback. This hook runs in that greenlet before it exits: only the first one
+# goes on.
+def worker_int(worker):
+    """Let the first SIGINT or SIGQUIT stop the worker; end any later one's greenlet quietly."""
+    if getattr(worker, "piagent_quitting", False):
+        from gevent import GreenletExit
+
+        raise GreenletExit  # the end gevent expects of a greenlet: nothing printed
+    worker.piagent_quitting = True
+
 # Metrics: with several workers prometheus_client keeps its values in files that every
 # worker writes and /metrics sums. The folder must be known before a worker imports it.
 if workers > 1 or _env.get("PROMETHEUS_MULTIPROC_DIR"):
