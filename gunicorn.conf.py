@@ -4,9 +4,11 @@ Imports piagent.settings and nothing else of piagent: gunicorn's gevent worker m
 patch the standard library before the application (Flask, requests) is imported.
 """
 
+import errno
 import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -79,8 +81,25 @@ loglevel = _env.get("LOG_LEVEL") or "info"
 # Control socket (gunicornc): unused here, and several instances would share its path.
 control_socket_disable = True
 
+
+# Ctrl-C: the terminal sends SIGINT to the whole process group, so a worker hears it
+# twice: from the terminal, and as SIGQUIT from the master. gunicorn's gevent worker
+# answers each in a greenlet that ends in sys.exit(0); the first one stops the worker,
+# and the second, run as the interpreter shuts down, makes gevent print its SystemExit
+# as a traceback. This hook runs in that greenlet before it exits: only the first one
+# goes on.
+def worker_int(worker):
+    """Let the first SIGINT or SIGQUIT stop the worker; end any later one's greenlet quietly."""
+    if getattr(worker, "piagent_quitting", False):
+        from gevent import GreenletExit
+
+        raise GreenletExit  # the end gevent expects of a greenlet: nothing printed
+    worker.piagent_quitting = True
+
+
 # Metrics: with several workers prometheus_client keeps its values in files that every
 # worker writes and /metrics sums. The folder must be known before a worker imports it.
+_metrics_dir = None
 if workers > 1 or _env.get("PROMETHEUS_MULTIPROC_DIR"):
     _metrics_dir = _env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
         prefix=_OWN_METRICS_PREFIX
@@ -88,17 +107,61 @@ if workers > 1 or _env.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(_metrics_dir, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
-    def on_starting(server):
-        """Forget the values of a previous run."""
-        for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
-            os.remove(path)
-
     def child_exit(server, worker):
         """Drop a dead worker's live gauges (what prometheus_client's mark_process_dead does)."""
         for path in glob.glob(os.path.join(_metrics_dir, f"gauge_live*_{worker.pid}.db")):
             os.remove(path)
 
     def on_exit(server):
-        """Remove the folder if it is one this file made."""
-        if os.path.basename(_metrics_dir).startswith(_OWN_METRICS_PREFIX):
-            shutil.rmtree(_metrics_dir, ignore_errors=True)
+        """Remove the metrics folder if it is one this file made."""
+        _remove_own_metrics_dir()
+
+
+def on_starting(server):
+    """Stop in one line if another program has the port; forget a previous run's metrics."""
+    taken = _taken_address(server)
+    if taken is not None:
+        host, port = taken
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        print(
+            f"piagent: cannot start: port {port} of {host} is taken by another program "
+            f"(BIND={where}); choose another port, e.g. BIND=127.0.0.1:0 make demo (any free "
+            "port) or BIND=127.0.0.1:8001 make run",
+            file=sys.stderr,
+            flush=True,
+        )
+        _remove_own_metrics_dir()  # gunicorn calls on_exit only once it has started
+        sys.exit(1)
+    if _metrics_dir is not None:
+        for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+            os.remove(path)
+
+
+def _taken_address(server):
+    """The first TCP address to bind that another program already listens on, if any.
+
+    gunicorn would try it five times, a second apart, logging two lines each time.
+    """
+    # Sockets handed over (systemd's socket activation, gunicorn's own re-exec on USR2)
+    # are ours already, and a port shared through SO_REUSEPORT is not taken.
+    handed_over = os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD")
+    if server.LISTENERS or handed_over or server.cfg.reuse_port:
+        return None
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):  # a unix socket or a file descriptor
+            continue
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As gunicorn binds: a port a previous run left in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address[:2])
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return address[:2]
+    return None
+
+
+def _remove_own_metrics_dir():
+    if _metrics_dir is not None and os.path.basename(_metrics_dir).startswith(_OWN_METRICS_PREFIX):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 HEALTH_TIMEOUT_S = 120  # loading a model on a Pi takes a while
 _URL = re.compile(r"(http://\S+)")
 _LISTENING = re.compile(r"Listening at: (http://\S+)")
+_CANNOT_START = "piagent: cannot start: "
 
 
 class DemoError(RuntimeError):
@@ -102,13 +103,22 @@ def _start(
 def _read_line(
     child: subprocess.Popen, stream: IO[str], what: str, pattern: re.Pattern, *, echo: bool = False
 ) -> str:
-    """Read `stream` until a line matches `pattern`; return its first group."""
+    """Read `stream` until a line matches `pattern`; return its first group.
+
+    A child that stops first has its own line saying why ("piagent: cannot start: ..."):
+    that line is what the demo says, once, in place of a bare exit code.
+    """
+    reason = None
     for line in stream:
+        if line.startswith(_CANNOT_START):
+            reason = reason or line.removeprefix("piagent: ").strip()
+            continue
         if echo:
             sys.stderr.write(line)
         if match := pattern.search(line):
             return match.group(1)
-    raise DemoError(f"the {what} exited before it was ready (exit code {child.wait()})")
+    code = child.wait()
+    raise DemoError(reason or f"the {what} exited before it was ready (exit code {code})")
 
 
 def _wait_healthy(url: str, child: subprocess.Popen, what: str) -> None:

@@ -25,6 +25,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from .urls import without_credentials
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _KEEP_ALIVE = r"^(-?\d+(\.\d+)?|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$"
 
@@ -64,6 +66,8 @@ class Settings(BaseSettings):
     # Where conversations live: this process's RAM, a SQLite file shared by the workers
     # of one machine, or a Redis server shared by several machines.
     memory_backend: Literal["memory", "sqlite", "redis"] = "memory"
+    # Under systemd, load_settings() puts the file in the unit's state directory instead,
+    # one of the few places a hardened unit may write. A relative path is the project's.
     memory_path: Path = PROJECT_ROOT / "var" / "memory.sqlite3"
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://\S+$")
     # A request's claim on its conversation: renewed while the request runs, it lapses
@@ -120,6 +124,18 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("memory_path")
+    @classmethod
+    def _a_file_from_the_project(cls, value: Path) -> Path:
+        if str(value) == ":memory:":
+            raise PydanticCustomError(
+                "private_database",
+                "it would give each worker a database of its own, lost at every restart; "
+                "give it a file, or set MEMORY_BACKEND=memory",
+            )
+        # The same file whatever folder piagent is started from.
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
     @field_validator("openai_model")
     @classmethod
     def _openai_needs_a_model(cls, value: str, info: ValidationInfo) -> str:
@@ -163,15 +179,25 @@ def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
     """Build Settings from `env_file` (when present) overlaid by `environ` (os.environ)."""
-    sources: list[PydanticBaseSettingsSource] = [
-        _MappingSource(Settings, os.environ if environ is None else environ)
-    ]
+    environ = os.environ if environ is None else environ
+    sources: list[PydanticBaseSettingsSource] = [_MappingSource(Settings, environ)]
     if env_file is not None:  # the first source that has a variable wins
         sources.append(DotEnvSettingsSource(Settings, env_file=env_file))
+    sources.append(_MappingSource(Settings, _service_defaults(environ)))
     try:
         return Settings(_build_sources=(tuple(sources), {}))
     except ValidationError as exc:
         raise _config_error(exc) from None
+
+
+def _service_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """Defaults that depend on how the service manager runs piagent."""
+    # systemd names the unit's StateDirectory= in STATE_DIRECTORY (several are joined by
+    # ":"): a place the service may write even under ProtectSystem=strict.
+    state_directory = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not state_directory:
+        return {}
+    return {"MEMORY_PATH": str(Path(state_directory) / "memory.sqlite3")}
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
@@ -183,8 +209,13 @@ def _config_error(exc: ValidationError) -> ConfigError:
     if error["type"] == "missing":
         return ConfigError(f"{name} is not set: {error['msg']}")
     # repr() keeps even a value with a newline on one line.
-    value = "<hidden>" if _is_secret(name) else repr(error["input"])
+    value = "<hidden>" if _is_secret(name) else repr(_shown(error["input"]))
     return ConfigError(f"{name}={value} is invalid: {error['msg']}")
+
+
+def _shown(value: object) -> object:
+    """A value as the error may show it: a URL without its user name and password."""
+    return without_credentials(value) if isinstance(value, str) and "://" in value else value
 
 
 def _is_secret(name: str) -> bool:

@@ -7,6 +7,7 @@ from ..messages import MESSAGE_MAX_CHARS
 from ..settings import ConfigError, Settings
 from .base import ConversationStore, MemoryLimits
 from .in_process import InProcessStore
+from .off_loop import off_the_loop
 from .sqlite_store import SqliteStore
 
 # Tokens are rarely longer than this, so a reply of MAX_TOKENS tokens is kept whole; the
@@ -34,7 +35,7 @@ def open_store(settings: Settings, longest_reply_tokens: int) -> ConversationSto
     limits = memory_limits(settings, longest_reply_tokens)
     if settings.memory_backend == "sqlite":
         try:
-            return SqliteStore(settings.memory_path, limits)
+            return off_the_loop(SqliteStore(settings.memory_path, limits))
         except MemoryUnavailable as exc:
             raise ConfigError(f"MEMORY_PATH: {exc.detail}") from None
     if settings.memory_backend == "redis":

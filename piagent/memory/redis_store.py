@@ -12,13 +12,13 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import MemoryUnavailable
+from ..urls import scrub_credentials, without_credentials
 from .base import (
     TITLE_MAX_CHARS,
     ConversationSummary,
@@ -180,7 +180,7 @@ class RedisStore:
         self._limits = limits
         self._prefix = prefix
         self._wall_clock = wall_clock
-        self._where = _without_credentials(url)
+        self._where = without_credentials(url)
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=POOL_SIZE,
@@ -316,16 +316,9 @@ class RedisStore:
             yield
         except redis.RedisError as exc:
             raise MemoryUnavailable(
-                f"the conversation memory at {self._where} is not reachable: {exc}"
+                f"the conversation memory at {self._where} is not reachable: "
+                f"{scrub_credentials(str(exc))}"
             ) from None
-
-
-def _without_credentials(url: str) -> str:
-    """The URL as it may appear in a message: no user name or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _milliseconds(seconds: float) -> int:

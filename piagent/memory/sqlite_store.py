@@ -2,8 +2,9 @@
 
 WAL mode lets readers and the one writer of the moment work side by side; every
 change is one short `BEGIN IMMEDIATE` transaction, so workers queue for the write lock
-(SQLite's busy timeout) instead of failing. The calls block the worker for that
-fraction of a millisecond: sqlite3 does not yield to gevent, and needs not.
+(SQLite's busy timeout) instead of failing. sqlite3 does not yield to gevent, and that
+wait may last seconds: under gevent the factory runs the calls off the event loop
+(off_loop.py).
 """
 
 from __future__ import annotations

@@ -130,6 +130,14 @@ class Metrics:
             multiprocess_mode="livemostrecent",
             registry=registry,
         )
+        # Its own gauge, so /metrics keeps answering while the memory is down: monitoring
+        # must not go blind during the very outage it should report.
+        self.memory_up = Gauge(
+            "piagent_memory_up",
+            "1 when the conversation memory answered at the last scrape (or is off), else 0.",
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
         for counter, values in (
             (self.rejections, _REJECTION_REASONS),
             (self.upstream_errors, _UPSTREAM_ERROR_KINDS),
@@ -190,8 +198,13 @@ class Metrics:
 
     # --- exposition ----------------------------------------------------------------------
 
-    def render(self, conversations: int | None) -> tuple[bytes, str]:
-        """The text exposition format, summed over every worker in multiprocess mode."""
+    def render(self, conversations: int | None, *, memory_up: bool) -> tuple[bytes, str]:
+        """The text exposition format, summed over every worker in multiprocess mode.
+
+        `conversations` is None when there is no count (memory off or down): the gauge
+        keeps its last value.
+        """
         if conversations is not None:
             self.conversations.set(conversations)
+        self.memory_up.set(1 if memory_up else 0)
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST

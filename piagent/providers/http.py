@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
-from urllib3.exceptions import ReadTimeoutError
+from requests.utils import select_proxy
+from urllib3.exceptions import NameResolutionError, ReadTimeoutError
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ..messages import Message
+from ..urls import scrub_credentials, without_credentials
 from .base import Timeouts
 from .chunked import ChunkedDecoder, ChunkingError
 from .deadline import ReadDeadline
@@ -31,20 +35,25 @@ class UpstreamClient:
     """POSTs to one model server and turns every transport failure into an UpstreamError.
 
     `server` is how messages name it ("Ollama"), `variable` the setting that points at it.
+    `base_url` is the address as messages show it: without a user name or password.
     """
 
     def __init__(self, server: str, base_url: str, variable: str, timeouts: Timeouts) -> None:
         self.server = server
-        self.base_url = base_url.rstrip("/")
+        self._url = base_url.rstrip("/")
+        self.base_url = without_credentials(self._url)
         self._variable = variable
         self._timeouts = timeouts
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        # The server's address is fixed, so HTTP(S)_PROXY and NO_PROXY are read once here;
-        # requests would otherwise scan the whole environment on every call.
-        self._proxies = get_environ_proxies(self.base_url)
+        # The server's address is fixed, so what the environment says about it (HTTP(S)_PROXY,
+        # NO_PROXY, REQUESTS_CA_BUNDLE) is read once here; requests would otherwise scan the
+        # whole environment on every call.
+        environment = self._session.merge_environment_settings(self._url, {}, None, None, None)
+        self._proxies = environment["proxies"]
+        self._verify = environment["verify"]
 
     def post(
         self, path: str, body: dict[str, Any], *, stream: bool, headers: dict[str, str]
@@ -65,7 +74,7 @@ class UpstreamClient:
         # of piagent's own time per chat.
         request = requests.Request(
             "POST",
-            f"{self.base_url}{path}",
+            f"{self._url}{path}",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", **headers},
         ).prepare()
@@ -76,20 +85,21 @@ class UpstreamClient:
                 timeout=(limits.connect_s, first_read_s),
                 allow_redirects=False,
                 proxies=self._proxies,
+                verify=self._verify,
             )
         except requests.ConnectTimeout:
             raise UpstreamTimeout(
                 f"{self.server} at {self.base_url} did not accept a connection within "
                 f"{limits.connect_s:g} s"
             ) from None
-        except requests.ConnectionError:
-            raise self._unreachable() from None
+        except requests.ConnectionError as exc:
+            raise self._connection_error(exc) from None
         except requests.Timeout:
             waited = "produced no first token" if stream else "did not answer"
             raise UpstreamTimeout(f"{self.server} {waited} within {first_read_s:g} s") from None
         except requests.RequestException as exc:
             raise UpstreamError(
-                f"request to {self.server} at {self.base_url} failed: {exc}"
+                f"request to {self.server} at {self.base_url} failed: {scrub_credentials(str(exc))}"
             ) from None
         deadline = ReadDeadline(
             response, server=self.server, idle_s=idle_s, deadline=started + total_s
@@ -102,14 +112,22 @@ class UpstreamClient:
         """GET a small JSON document (a model list) within `timeout_s`, or raise UpstreamError."""
         try:
             response = self._session.get(
-                f"{self.base_url}{path}", headers=headers, timeout=timeout_s
+                f"{self._url}{path}",
+                headers=headers,
+                timeout=timeout_s,
+                proxies=self._proxies,
+                verify=self._verify,
             )
         except requests.Timeout:
             raise UpstreamTimeout(
                 f"{self.server} at {self.base_url} did not answer within {timeout_s:g} s"
             ) from None
-        except requests.RequestException:
-            raise self._unreachable() from None
+        except requests.ConnectionError as exc:
+            raise self._connection_error(exc) from None
+        except requests.RequestException as exc:
+            raise UpstreamError(
+                f"request to {self.server} at {self.base_url} failed: {scrub_credentials(str(exc))}"
+            ) from None
         if response.status_code != 200:
             raise UpstreamError(
                 f"{self.server} at {self.base_url} answered HTTP {response.status_code} for {path}"
@@ -121,10 +139,63 @@ class UpstreamClient:
                 f"{self.server} at {self.base_url} sent a reply to {path} piagent cannot read"
             ) from None
 
-    def _unreachable(self) -> UpstreamUnreachable:
+    def _connection_error(self, exc: requests.ConnectionError) -> UpstreamUnreachable:
+        """No connection: name the step that failed (proxy, name, TLS, server) and its setting."""
+        where = f"{self.server} at {self.base_url} cannot be reached"
+        causes = list(_causes(exc))
+        if isinstance(exc, requests.exceptions.ProxyError):
+            proxy = without_credentials(select_proxy(self._url, self._proxies) or "")
+            variable = _proxy_variable(urlsplit(self._url).scheme)
+            return UpstreamUnreachable(
+                f"{where}: proxy refused (the proxy {proxy} from {variable}: "
+                f"{_reason(causes[-1])}); check {variable}, or add the host of "
+                f"{self._variable} to NO_PROXY"
+            )
+        if any(isinstance(cause, NameResolutionError) for cause in causes):
+            host = urlsplit(self._url).hostname
+            return UpstreamUnreachable(
+                f"{where}: host name {host} not found (DNS); check {self._variable}"
+            )
+        if isinstance(exc, requests.exceptions.SSLError):
+            untrusted = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
+            if untrusted:
+                return UpstreamUnreachable(
+                    f"{where}: certificate not trusted ({untrusted[0].verify_message}); "
+                    f"check {self._variable}, or set REQUESTS_CA_BUNDLE to a file holding "
+                    "the authority that signed it"
+                )
+            return UpstreamUnreachable(
+                f"{where}: TLS failed ({_reason(causes[-1])}); check that {self._variable} "
+                "says https:// only for a server that speaks TLS"
+            )
         return UpstreamUnreachable(
             f"{self.server} is not reachable at {self.base_url}: is it running? ({self._variable})"
         )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: requests wraps urllib3's errors, which wrap the socket's."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        wrapped = getattr(current, "reason", None)  # urllib3's MaxRetryError
+        if not isinstance(wrapped, BaseException):
+            wrapped = next((a for a in current.args if isinstance(a, BaseException)), None)
+        current = wrapped or current.__cause__ or current.__context__
+
+
+def _reason(cause: BaseException) -> str:
+    """The innermost error's words: an OSError's strerror, a TLS error's reason, or its text."""
+    words = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or str(cause)
+    return scrub_credentials(str(words))
+
+
+def _proxy_variable(scheme: str) -> str:
+    """The variable that gave the proxy for `scheme`, looked up in the order requests uses."""
+    names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
+    return next((name for name in names if os.environ.get(name)), names[1])
 
 
 class UpstreamResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from ..errors import MemoryUnavailable
 from ..http.state import get_state
 
 bp = Blueprint("metrics", __name__)
@@ -13,6 +14,11 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> Response:
     """Every piagent metric, summed over the workers when there are several."""
     state = get_state()
-    conversations = len(state.memory) if state.memory is not None else None
-    body, content_type = state.metrics.render(conversations)
+    conversations, memory_up = None, True
+    if state.memory is not None:
+        try:
+            conversations = len(state.memory)
+        except MemoryUnavailable:
+            memory_up = False
+    body, content_type = state.metrics.render(conversations, memory_up=memory_up)
     return Response(body, content_type=content_type)

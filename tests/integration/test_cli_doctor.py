@@ -124,6 +124,30 @@ def test_doctor_model_server_down(doctor):
     )
 
 
+def test_doctor_never_shows_the_credentials_in_a_url(doctor, module_fake):
+    def hidden(result: subprocess.CompletedProcess[str]) -> str:
+        output = result.stdout + result.stderr
+        assert "s3cret" not in output and "pi-user" not in output, output
+        return output
+
+    down = f"http://127.0.0.1:{free_port()}"
+    output = hidden(doctor({"OLLAMA_HOST": down.replace("://", "://pi-user:s3cret@")}))
+    assert f"Ollama is not reachable at {down}:" in output
+    up = module_fake.url
+    output = hidden(doctor({"OLLAMA_HOST": up.replace("://", "://pi-user:s3cret@")}))
+    assert f"answers at {up}" in output
+    with FakeOpenAI() as server:
+        settings = {
+            "PROVIDER": "openai",
+            "OPENAI_BASE_URL": server.base_url.replace("://", "://pi-user:s3cret@"),
+            "OPENAI_MODEL": "absent",
+        }
+        output = hidden(doctor(settings))
+    assert f"model absent is not served at {server.base_url}" in output
+    output = hidden(doctor({"OLLAMA_HOST": "ftp://pi-user:s3cret@127.0.0.1:11434"}))
+    assert "OLLAMA_HOST='ftp://127.0.0.1:11434' is invalid" in output
+
+
 def test_doctor_model_missing(doctor):
     text, fix = only_failure(doctor({"OLLAMA_MODEL_GENERAL": "llama3.2:1b"}))
     assert text == "model llama3.2:1b is not pulled (agents coder, general, shell)"

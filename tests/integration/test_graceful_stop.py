@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
+
+import pytest
 
 from tests.fake_ollama import FakeOllama
 from tests.http_raw import read_response, send_request
-from tests.servers import piagent_under_gunicorn, wait_until
+from tests.servers import (
+    REPO,
+    RunningServer,
+    is_healthy,
+    piagent_under_gunicorn,
+    stop_process,
+    wait_until,
+)
 
 TOKENS = [f"t{i} " for i in range(6)]
 
@@ -59,3 +71,45 @@ def test_stream_longer_than_graceful_timeout_is_cut_and_upstream_closed(fake, tm
         assert response.body == TOKENS[0].encode()
         generation = fake.wait_for_client_close(timeout=10)
         assert generation.tokens_sent == 1
+
+
+# What gunicorn itself says once Ctrl-C reaches it, and nothing else.
+_CTRL_C_LINES = re.compile(
+    r"\[[^]]+\] \[\d+\] \[INFO\] "
+    r"(Handling signal: int|Worker exiting \(pid: \d+\)|Shutting down: Master)"
+)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["idle", "streaming"])
+def test_ctrl_c_ends_gunicorn_with_its_normal_lines_only(fake, tmp_path, streaming):
+    fake.behave(tokens=TOKENS, token_delay=0.5)
+    log_path = tmp_path / "gunicorn.log"
+    env = {"PATH": os.environ["PATH"], "BIND": "127.0.0.1:0", "OLLAMA_HOST": fake.url}
+    with open(log_path, "wb") as log:
+        # `make run` in a terminal: a session of its own, whose whole group gets Ctrl-C.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
+            + ["--pythonpath", str(REPO), "wsgi:app"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        found = wait_until(
+            lambda: re.search(r"Listening at: (http://\S+) ", log_path.read_text()), 20
+        )
+        url = found.group(1)
+        wait_until(lambda: is_healthy(url), 20, what="the worker to boot")
+        sock = start_stream(RunningServer(url=url), fake) if streaming else None
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        stop_process(process, timeout=10)
+    output = log_path.read_text()
+    assert "Traceback" not in output and "SystemExit" not in output, output
+    after = output.partition("Handling signal: int")[2].splitlines()[1:]
+    assert after and all(_CTRL_C_LINES.fullmatch(line) for line in after), output
+    if sock is not None:
+        sock.close()

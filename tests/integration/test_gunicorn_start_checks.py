@@ -46,8 +46,12 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str]) -> tuple[int, list[str],
             {"CTX_TOKENS": "300", "MAX_TOKENS": "250"},
             "piagent: cannot start: agent 'shell' does not fit CTX_TOKENS=300",
         ),
+        (
+            {"MEMORY_BACKEND": "sqlite", "MEMORY_PATH": ":memory:"},
+            "piagent: cannot start: MEMORY_PATH=':memory:' is invalid: it would give each worker",
+        ),
     ],
-    ids=["max-tokens", "infinite-timeout", "several-workers", "agent-prompt"],
+    ids=["max-tokens", "infinite-timeout", "several-workers", "agent-prompt", "memory-path"],
 )
 def test_gunicorn_stops_with_one_line_and_the_app_load_error_code(tmp_path, env, expected):
     code, ours, stderr = start_gunicorn(tmp_path, env)

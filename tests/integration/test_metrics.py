@@ -9,6 +9,7 @@ import requests
 from piagent.app import create_app
 from tests.http_raw import read_response, send_request
 from tests.prom import samples, scrape, value
+from tests.redis_server import redis_server
 from tests.servers import free_port, piagent_under_gunicorn, wait_until, waitress_server
 
 
@@ -62,6 +63,30 @@ def test_unreachable_ollama_is_its_own_kind(make_settings):
     assert client.post("/chat", json={"message": "hi"}).status_code == 502
     parsed = samples(client.get("/metrics").get_data(as_text=True))
     assert value(parsed, "piagent_upstream_errors_total", kind="unreachable") == 1
+
+
+def test_metrics_keep_answering_while_redis_is_down(make_settings, tmp_path):
+    with redis_server(tmp_path) as redis:
+        settings = make_settings(memory_backend="redis", redis_url=redis.url)
+        client = create_app(settings).test_client()
+        assert client.post("/chat", json={"message": "hi"}).status_code == 200
+        up = client.get("/metrics")
+        assert up.status_code == 200
+        assert value(samples(up.get_data(as_text=True)), "piagent_memory_up") == 1
+    # redis-server has stopped: a chat is refused, and monitoring still sees why.
+    assert client.post("/chat", json={"message": "hi"}).status_code == 503
+    down = client.get("/metrics")
+    assert down.status_code == 200
+    parsed = samples(down.get_data(as_text=True))
+    assert value(parsed, "piagent_memory_up") == 0
+    assert value(parsed, "piagent_http_requests_total", route="/chat", method="POST", status="503")
+    assert value(parsed, "piagent_conversations") == 1  # the last count it could make
+
+
+def test_memory_that_is_off_is_not_down(make_settings):
+    client = create_app(make_settings(enable_memory=False)).test_client()
+    parsed = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(parsed, "piagent_memory_up") == 1
 
 
 def test_exposition_is_prometheus_text(client):

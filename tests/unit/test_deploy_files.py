@@ -104,3 +104,34 @@ def test_systemd_unit_is_valid(tmp_path):
         if "piagent.service" in line  # other units of the machine are not ours to judge
     ]
     assert result.returncode == 0 and complaints == [], complaints
+
+
+def writable_paths(service: configparser.SectionProxy) -> list[Path]:
+    """Where a unit under ProtectSystem=strict may keep files."""
+    # Its own directories (StateDirectory=NAME is /var/lib/NAME, ...) and ReadWritePaths=
+    # ("-" marks one that may be missing).
+    roots = {
+        "StateDirectory": "/var/lib",
+        "CacheDirectory": "/var/cache",
+        "LogsDirectory": "/var/log",
+        "RuntimeDirectory": "/run",
+    }
+    found = [
+        Path(root, name) for key, root in roots.items() for name in service.get(key, "").split()
+    ]
+    found += [Path(path.lstrip("-")) for path in service.get("ReadWritePaths", "").split()]
+    return found
+
+
+def test_the_default_memory_file_under_the_shipped_unit_is_writable():
+    service = unit()["Service"]
+    assert service["ProtectSystem"] == "strict"  # everything else is read-only
+    writable = writable_paths(service)
+    # What systemd hands the service: STATE_DIRECTORY, then the settings file as shipped
+    # (every line commented out), with only the SQLite backend switched on.
+    state = ":".join(f"/var/lib/{name}" for name in service["StateDirectory"].split())
+    environ = {"STATE_DIRECTORY": state, "MEMORY_BACKEND": "sqlite"}
+    path = load_settings(environ=environ, env_file=ENV_EXAMPLE).memory_path
+    assert any(path.is_relative_to(folder) for folder in writable), (path, writable)
+    # The example's own suggestion is that same file.
+    assert documented()["MEMORY_PATH"] == str(path)

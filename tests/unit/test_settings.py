@@ -38,6 +38,39 @@ def test_memory_backend_variables_are_read(tmp_path: Path):
     assert settings.redis_url == "redis://127.0.0.2:6380/2"
 
 
+def test_under_systemd_the_memory_file_defaults_to_the_units_state_directory():
+    environ = {"STATE_DIRECTORY": "/var/lib/piagent:/var/lib/other"}
+    settings = load_settings(environ=environ, env_file=None)
+    assert settings.memory_path == Path("/var/lib/piagent/memory.sqlite3")
+    # Without systemd, the project's own var/ folder.
+    assert load_settings(environ={}, env_file=None).memory_path == REPO / "var/memory.sqlite3"
+
+
+def test_a_memory_path_given_anywhere_wins_over_the_state_directory(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("MEMORY_PATH=/srv/from-env-file.sqlite3\n")
+    environ = {"STATE_DIRECTORY": "/var/lib/piagent"}
+    from_file = load_settings(environ=environ, env_file=env_file)
+    assert from_file.memory_path == Path("/srv/from-env-file.sqlite3")
+    given = load_settings(environ={**environ, "MEMORY_PATH": "/srv/m.sqlite3"}, env_file=env_file)
+    assert given.memory_path == Path("/srv/m.sqlite3")
+
+
+def test_a_relative_memory_path_is_taken_from_the_project_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # wherever piagent is started from
+    settings = load_settings(environ={"MEMORY_PATH": "data/m.sqlite3"}, env_file=None)
+    assert settings.memory_path == REPO / "data" / "m.sqlite3"
+    assert Settings(memory_path=Path("m.sqlite3")).memory_path == REPO / "m.sqlite3"
+
+
+def test_an_in_memory_sqlite_database_is_refused_in_one_line():
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ={"MEMORY_PATH": ":memory:"}, env_file=None)
+    message = str(refused.value)
+    assert message.startswith("MEMORY_PATH=':memory:' is invalid: it would give each worker")
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("word", ["1", "true", "TRUE", "Yes", "y", "Y"])
 def test_enable_memory_true_words(word):
     assert load_settings(environ={"ENABLE_MEMORY": word}, env_file=None).enable_memory is True
@@ -218,6 +251,22 @@ def test_a_secret_that_cannot_be_read_is_not_echoed(name):
     message = str(_config_error(caught.value))
     assert message.startswith(f"{name.upper()}=<hidden> is invalid: ")
     assert "12345678901234567890" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("OLLAMA_HOST", "ftp://pi:s3cret@10.0.0.2:11434", "'ftp://10.0.0.2:11434'"),
+        ("OPENAI_BASE_URL", "api.example/v1 http://pi:s3cret@[::1]:8080", None),
+        ("REDIS_URL", "http://:s3cret@10.0.0.3:6379/0?password=s3cret", "'http://10.0.0.3:6379/0'"),
+    ],
+)
+def test_an_unreadable_url_is_echoed_without_its_credentials(name, value, shown):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value}, env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"{name}=") and "s3cret" not in message
+    assert shown is None or message.startswith(f"{name}={shown} is invalid: ")
 
 
 def test_importing_settings_loads_no_web_stack():
