@@ -163,6 +163,17 @@ def test_server_error_is_502_with_its_message(client, upstream, stream):
     assert "HTTP 500" in detail_of(response) and "CUDA out of memory" in detail_of(response)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_request_refused_by_the_server_is_400_with_its_message(client, upstream, status, stream):
+    # What llama.cpp answers for a prompt longer than its context.
+    upstream.behave(status=status, error="the request exceeds the available context size")
+    response = chat(client, stream=stream)
+    assert response.status_code == 400
+    detail = detail_of(response)
+    assert f"HTTP {status}" in detail and "exceeds the available context size" in detail
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_busy_or_rate_limited_is_503_passing_on_retry_after(client, upstream, status):
     upstream.behave(status=status, error="slow down", retry_after="7")
