@@ -13,7 +13,7 @@ from functools import partial
 
 from flask import Flask, Response, request
 
-from ..ops.metrics import Metrics, tokens_per_second
+from ..ops.metrics import Metrics
 from .auth import api_key_id
 from .trace import RequestTrace, current_trace
 
@@ -91,7 +91,7 @@ def _fields(
         "ttft_ms": _ms(trace.first_token_s),
         "prompt_tokens": stats.prompt_tokens if stats else None,
         "tokens": stats.completion_tokens if stats else None,
-        "tokens_per_s": _round(tokens_per_second(stats), 2),
+        "tokens_per_s": _round(trace.tokens_per_s, 2),
         "agent": trace.agent,
         "model": trace.model,
         "conversation_id": trace.conversation_id,
