@@ -18,6 +18,7 @@ from .auth import api_key_id
 from .trace import RequestTrace, current_trace
 
 REQUEST_ID_HEADER = "X-Request-Id"
+UNMATCHED_ROUTE = "unmatched"  # the route label of a request no rule matched (404, 405)
 # What a proxy or client may send as its own request id (uuid, nginx's $request_id, ...).
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -45,7 +46,8 @@ def install_request_log(app: Flask, metrics: Metrics, *, log_content: bool) -> N
             _record,
             trace,
             metrics,
-            route=rule.rule if rule is not None else "unmatched",
+            # The rule, never the path, so that unknown paths all count as one route.
+            route=rule.rule if rule is not None else UNMATCHED_ROUTE,
             method=request.method,
             path=request.path,
             status=response.status_code,

@@ -29,6 +29,9 @@ _TOKENS_PER_SECOND = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 200)
 _REJECTION_REASONS = ("queue_full", "queue_timeout")
 _UPSTREAM_ERROR_KINDS = ("unreachable", "timeout", "busy", "rejected", "error")
 _CANCELLATION_STAGES = ("queued", "generating")
+# A request's method is the client's to invent (`curl -X AAAB`): each new one would be a
+# new series, so anything outside the usual methods is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,8 @@ class Metrics:
     # --- requests and generations ------------------------------------------------------
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count a finished request and its duration."""
+        """Count a finished request and its duration; `route` is a rule, never a raw path."""
+        method = method if method in _METHODS else "other"
         self.requests.labels(route, method, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
 
