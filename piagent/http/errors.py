@@ -33,6 +33,7 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from ..ops.logs import printable
 
 log = logging.getLogger("piagent")
 
@@ -176,7 +177,8 @@ def register_error_handlers(app: Flask) -> None:
         # Rejections are counted and logged per request; a burst must not flood the log.
         status = _status_here(exc)
         if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
-            log.warning("upstream failure (%d): %s", status, exc.detail)
+            # The model server's words: escaped here too, for a host's own log format.
+            log.warning("upstream failure (%d): %s", status, printable(exc.detail))
         return _json_error(status, _detail_of(exc), _headers_of(exc), exc)
 
     @app.errorhandler(HTTPException)

@@ -14,6 +14,7 @@ from ..chat.disconnect import DisconnectWatch
 from ..chat.generation import Generation
 from ..errors import ClientGone, PiagentError, UpstreamError
 from ..messages import Message
+from ..ops.logs import printable
 from ..providers.base import ChatStats, GenerationOptions
 from .state import get_state
 from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
@@ -118,7 +119,9 @@ def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
     except ClientGone:
         log.info("stream %s: client left, upstream closed", conversation_id)
     except PiagentError as exc:
-        log.warning("stream %s cut short after it started: %s", conversation_id, exc.detail)
+        log.warning(
+            "stream %s cut short after it started: %s", conversation_id, printable(exc.detail)
+        )
         generation.settle()  # before the client hears of it, so it may ask again at once
         if not fmt.structured:
             raise StreamInterrupted(exc.detail) from None
@@ -139,7 +142,9 @@ def _after_heartbeats(
         log.info("stream %s: client left before the first token", conversation_id)
         return
     except UpstreamError as exc:
-        log.warning("stream %s failed before its first token: %s", conversation_id, exc.detail)
+        log.warning(
+            "stream %s failed before its first token: %s", conversation_id, printable(exc.detail)
+        )
         generation.settle()
         yield fmt.event({"type": "error", "detail": exc.detail})
         return

@@ -20,7 +20,8 @@ from .trace import RequestTrace, current_trace
 REQUEST_ID_HEADER = "X-Request-Id"
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request no rule matched (404, 405)
 # What a proxy or client may send as its own request id (uuid, nginx's $request_id, ...).
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Matched whole (fullmatch): `$` would also accept the id followed by a newline.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 access_log = logging.getLogger("piagent.access")
 
@@ -32,7 +33,7 @@ def install_request_log(app: Flask, metrics: Metrics, *, log_content: bool) -> N
     def start_trace() -> None:
         trace = current_trace()
         sent = request.headers.get(REQUEST_ID_HEADER, "")
-        if _VALID_REQUEST_ID.match(sent):
+        if _VALID_REQUEST_ID.fullmatch(sent):
             trace.request_id = sent
         if log_content:
             trace.reply_parts = []

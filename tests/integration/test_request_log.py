@@ -11,7 +11,7 @@ import requests
 
 from piagent.app import create_app
 from tests.conftest import MODEL, gunicorn_for_module, shared_fake
-from tests.servers import wait_until
+from tests.servers import piagent_under_gunicorn, wait_until
 
 SECRET_MESSAGE = "my-bank-pin-is-4321"
 SECRET_REPLY = "noted-4321"
@@ -137,3 +137,42 @@ def test_log_content_true_logs_message_and_reply(make_settings, fake, caplog):
     (record,) = [r for r in caplog.records if r.name == "piagent.access"]
     assert record.fields["message"] == SECRET_MESSAGE
     assert record.fields["reply"] == SECRET_REPLY
+
+
+def test_request_id_with_a_trailing_newline_is_replaced(client):
+    # No client library sends one; a WSGI server that passed it on would hand it over so.
+    response = client.get("/health", environ_base={"HTTP_X_REQUEST_ID": "abc-123\n"})
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+
+
+# A model server's error text trying to end the line, forge one, and clear the terminal.
+FORGED = "2025-01-01 00:00:00,000 [1] [ERROR] forged"
+HOSTILE = f'boom\r\n{FORGED}\n{{"msg": "forged"}}\x1b[2J\x85\u2028end'
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_model_server_text_never_breaks_or_forges_a_log_line(module_fake, tmp_path, log_format):
+    fake = module_fake
+    fake.reset()
+    with piagent_under_gunicorn(fake, tmp_path, LOG_FORMAT=log_format) as running:
+        fake.behave(status=500, error=HOSTILE)
+        reply = requests.post(f"{running.url}/chat", json={"message": "hi"}, timeout=10)
+        assert reply.status_code == 502 and HOSTILE in reply.json()["detail"]
+        # Cut after it started: the relay's own warning, in an NDJSON stream.
+        fake.behave(tokens=["a", "b", "c"], error_after=2, error=HOSTILE)
+        streamed = requests.post(
+            f"{running.url}/chat",
+            json={"message": "hi", "stream": True},
+            headers={"Accept": "application/x-ndjson", "X-Request-Id": "last"},
+            timeout=10,
+        )
+        last_event = json.loads(streamed.text.rstrip("\n").rpartition("\n")[2])
+        assert last_event["type"] == "error" and HOSTILE in last_event["detail"]
+        wait_until(lambda: "last" in running.log(), 5, what="the stream's log line")
+        log = running.log()
+    warnings = [line for line in log.splitlines() if "boom" in line]
+    assert len(warnings) == 2  # the upstream failure and the stream cut short
+    assert all("forged" in line for line in warnings)  # escaped, on the line it belongs to
+    assert not any(line.startswith((FORGED, '{"msg": "forged"')) for line in log.splitlines())
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", log)
