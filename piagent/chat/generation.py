@@ -42,8 +42,11 @@ class Generation:
         trace: RequestTrace,
         watch: DisconnectWatch,
         stream: bool,
+        key: str | None = None,
     ) -> None:
+        """`key` is the id of the request's API key (None without keys): its line in the queue."""
         self.trace = trace
+        self._key = key
         self._provider = provider
         self._admission = admission
         self._metrics = metrics
@@ -81,7 +84,7 @@ class Generation:
         """Wait for a place, open the reply and wait for its first fragment (or its end)."""
         try:
             with self._watch.guard():
-                slot = self._admission.acquire()
+                slot = self._admission.acquire(self._key)
                 self._admitted = True
                 self._own(slot.release)
                 upstream = self._provider.open_chat(messages, model, options, stream=self._stream)

@@ -16,6 +16,7 @@ from ..errors import ClientGone, PiagentError, UpstreamError
 from ..messages import Message
 from ..ops.logs import printable
 from ..providers.base import ChatStats, GenerationOptions
+from .auth import api_key_id
 from .state import get_state
 from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
 from .trace import current_trace
@@ -40,6 +41,7 @@ def new_generation(*, stream: bool) -> Generation:
         trace=current_trace(),
         watch=DisconnectWatch(request.environ),
         stream=stream,
+        key=api_key_id(),
     )
 
 

@@ -26,7 +26,7 @@ _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 _FIRST_TOKEN_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _TOKENS_PER_SECOND = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 200)
 # Label values shown (at 0) before they first happen, so rate() and alerts work from the start.
-_REJECTION_REASONS = ("queue_full", "queue_timeout")
+_REJECTION_REASONS = ("queue_full", "key_queue_full", "queue_timeout")
 _UPSTREAM_ERROR_KINDS = ("unreachable", "timeout", "busy", "rejected", "error")
 _CANCELLATION_STAGES = ("queued", "generating")
 # A request's method is the client's to invent (`curl -X AAAB`): each new one would be a
