@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         admission=AdmissionGate(
             slots=settings.max_concurrent_generations,
             queue_max=settings.queue_max,
+            queue_max_per_key=settings.key_queue_max,
             timeout_s=settings.queue_timeout_s,
             observer=app_metrics,
         ),

@@ -76,6 +76,16 @@ class UpstreamError(PiagentError):
     kind = "error"  # the label of piagent_upstream_errors_total
 
 
+class UpstreamRejected(UpstreamError):
+    """The model server refused the request itself (a parameter, a prompt too long).
+
+    Sending it again cannot succeed, so it is the client's 400, never a 502 that an
+    SDK retries.
+    """
+
+    kind = "rejected"
+
+
 class UpstreamUnreachable(UpstreamError):
     """No connection to the model server could be made."""
 

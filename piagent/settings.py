@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # API keys.
     max_concurrent_generations: int = Field(1, ge=1)
     queue_max: int = Field(4, ge=0)
+    # With API keys, how many of the waiting requests one key may hold (see key_queue_max).
+    queue_max_per_key: int | None = Field(None, ge=1)
     queue_timeout_s: float = Field(30, gt=0)
     ready_timeout_s: float = Field(2, gt=0)
     ready_cache_s: float = Field(5, ge=0)
@@ -119,7 +121,7 @@ class Settings(BaseSettings):
         # sees the developer's environment. load_settings() hands the variables in.
         return (init_settings,)
 
-    @field_validator("api_keys_file", mode="before")
+    @field_validator("api_keys_file", "queue_max_per_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -155,6 +157,13 @@ class Settings(BaseSettings):
                 {"max_tokens": self.max_tokens, "ctx_tokens": self.ctx_tokens},
             )
         return self
+
+    @property
+    def key_queue_max(self) -> int:
+        """QUEUE_MAX_PER_KEY, by default half of QUEUE_MAX (at least 1)."""
+        if self.queue_max_per_key is not None:
+            return self.queue_max_per_key
+        return max(1, self.queue_max // 2)
 
     @property
     def default_model(self) -> str:

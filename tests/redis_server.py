@@ -13,10 +13,10 @@ from tests.servers import RunningServer, free_port, stop_process, wait_until
 
 
 @contextmanager
-def redis_server(root: Path) -> Iterator[RunningServer]:
-    """A redis-server on a free loopback port; its URL is redis://127.0.0.1:PORT/0."""
+def redis_server(root: Path, port: int | None = None) -> Iterator[RunningServer]:
+    """A redis-server on `port` (a free loopback one by default): redis://127.0.0.1:PORT/0."""
     binary = require_program("redis-server", "/usr/bin/redis-server")
-    port = free_port()
+    port = port or free_port()
     log_path = root / "redis.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

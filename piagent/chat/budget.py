@@ -85,16 +85,25 @@ def fit_prompt(
     return FittedPrompt([system, *remembered, new], total)
 
 
-def trim_to_budget(messages: Sequence[Message], budget: int) -> list[Message]:
-    """Drop the oldest messages until the estimate fits `budget`.
+def trim_to_budget(
+    messages: Sequence[Message], *, ctx_tokens: int, max_tokens: int
+) -> list[Message]:
+    """Drop the oldest messages until the estimate leaves room for a reply of `max_tokens`.
 
     The leading system messages and the newest message are always kept, and the kept
-    history never starts with an assistant message whose question was dropped.
+    history never starts with an assistant message whose question was dropped. Raises
+    MessageTooLong when those alone leave no room for the reply.
     """
     head_size = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
     head, turns = list(messages[:head_size]), list(messages[head_size:])
     newest, older = turns[-1:], turns[:-1]
-    room = budget - sum(estimate_tokens(m) for m in head + newest)
+    fixed = _TOKENS_PER_PROMPT + sum(estimate_tokens(m) for m in head + newest)
+    budget = ctx_tokens - max_tokens
+    if fixed > budget:
+        raise MessageTooLong(
+            needed=fixed, room=budget, ctx_tokens=ctx_tokens, max_tokens=max_tokens
+        )
+    room = budget - fixed
     kept: list[Message] = []
     for message in reversed(older):
         room -= estimate_tokens(message)

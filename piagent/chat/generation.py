@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ClientGone, MemoryUnavailable, Overloaded, UpstreamError
 from ..messages import Message
-from ..ops.metrics import Metrics
+from ..ops.metrics import Arrival, Metrics, tokens_per_second
 from ..ops.trace import RequestTrace
 from ..providers.base import ChatStats, ChatStream, GenerationOptions, Provider
 from .admission import AdmissionGate
@@ -42,8 +42,11 @@ class Generation:
         trace: RequestTrace,
         watch: DisconnectWatch,
         stream: bool,
+        key: str | None = None,
     ) -> None:
+        """`key` is the id of the request's API key (None without keys): its line in the queue."""
         self.trace = trace
+        self._key = key
         self._provider = provider
         self._admission = admission
         self._metrics = metrics
@@ -60,6 +63,9 @@ class Generation:
         self._fragments: Iterator[list[str]] = iter(())
         self._pending: list[str] | None = None
         self._delivered: list[str] = []
+        # When the text arrived, to time the reply when the model server does not.
+        self._first_read: tuple[float, int] | None = None  # (time, fragments)
+        self._last_read_at = 0.0
 
     @property
     def stats(self) -> ChatStats | None:
@@ -78,7 +84,7 @@ class Generation:
         """Wait for a place, open the reply and wait for its first fragment (or its end)."""
         try:
             with self._watch.guard():
-                slot = self._admission.acquire()
+                slot = self._admission.acquire(self._key)
                 self._admitted = True
                 self._own(slot.release)
                 upstream = self._provider.open_chat(messages, model, options, stream=self._stream)
@@ -105,9 +111,11 @@ class Generation:
             except BaseException as exc:
                 self._failed(exc)
                 raise
-        self.trace.stats = self.stats
+        stats = self.stats
+        speed = tokens_per_second(stats, self._arrival())
+        self.trace.stats, self.trace.tokens_per_s = stats, speed
         self.trace.outcome = "complete"
-        self._metrics.generation_done(self.stats)
+        self._metrics.generation_done(stats, speed)
 
     def keep(self) -> None:
         """Keep the whole reply in the conversation; MemoryUnavailable when it cannot be kept."""
@@ -149,13 +157,21 @@ class Generation:
     def _read(self) -> list[str] | None:
         fragments = next(self._fragments, None)
         if fragments is not None:
+            now = self._last_read_at = time.monotonic()
             trace = self.trace
-            if trace.first_token_s is None:
-                trace.first_token_s = time.monotonic() - trace.started
+            if self._first_read is None:
+                self._first_read = (now, len(fragments))
+                trace.first_token_s = now - trace.started
                 self._metrics.first_token(trace.first_token_s)
             if trace.reply_parts is not None:  # LOG_CONTENT=true
                 trace.reply_parts += fragments
         return fragments
+
+    def _arrival(self) -> Arrival | None:
+        if self._first_read is None:
+            return None
+        first_at, first_fragments = self._first_read
+        return Arrival(first_fragments, self._last_read_at - first_at)
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, ClientGone):

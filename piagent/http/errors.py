@@ -7,7 +7,8 @@ another shape (the OpenAI-compatible API uses OpenAI's `{"error": {...}}`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -28,9 +29,11 @@ from ..errors import (
     UnknownConversation,
     UpstreamBusy,
     UpstreamError,
+    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from ..ops.logs import printable
 
 log = logging.getLogger("piagent")
 
@@ -55,12 +58,17 @@ _STATUS: dict[type[PiagentError], int] = {
     ConversationBusy: 409,
     ClientGone: 499,  # nginx's "client closed request"; only ever seen in access logs
     UpstreamError: 502,
+    UpstreamRejected: 400,  # the request itself was refused: sending it again cannot help
     UpstreamTimeout: 504,
     UpstreamBusy: 503,
     MemoryUnavailable: 503,
     ReplyNotKept: 502,  # the model has worked: not a refusal, see CLUSTER_HEADER
     NotReady: 503,
 }
+
+# Where OpenAI's API answers otherwise: it refuses a request the model cannot take with
+# 400 (its SDKs then raise BadRequestError, and retry nothing), never with 422.
+OPENAI_STATUSES: dict[type[PiagentError], int] = {MessageTooLong: 400}
 
 # Sent by the cluster site (config/nginx/piagent-cluster.conf), which passes a 503 on to
 # the next Pi. Every 503 piagent sends is a refusal made before the model or the memory
@@ -70,19 +78,21 @@ _STATUS: dict[type[PiagentError], int] = {
 CLUSTER_HEADER = "X-Piagent-Cluster"
 
 
-def status_of(exc: PiagentError) -> int:
-    """The HTTP status that answers `exc`."""
+def status_of(exc: PiagentError, statuses: Mapping[type[PiagentError], int] = _STATUS) -> int:
+    """The HTTP status that answers `exc` (`statuses` first, then piagent's own)."""
     for cls in type(exc).__mro__:
+        if cls in statuses:
+            return statuses[cls]
         if cls in _STATUS:
             return _STATUS[cls]
     return 500
 
 
 def _status_here(exc: PiagentError) -> int:
-    """The status that answers `exc` in this request, behind the cluster site or not."""
+    """The status that answers `exc` in this request: its API's, behind the cluster site or not."""
     if isinstance(exc, UpstreamUnreachable) and request.headers.get(CLUSTER_HEADER) == "1":
         return 503
-    return status_of(exc)
+    return status_of(exc, _dialect().statuses)
 
 
 def _headers_of(exc: PiagentError) -> dict[str, str]:
@@ -108,31 +118,51 @@ def detail_shape(status: int, detail: Any, exc: PiagentError | None) -> dict[str
     return {"detail": detail}
 
 
-def use_error_shape(blueprint: Blueprint, shape: ErrorShape) -> None:
-    """Answer errors of `blueprint`'s routes (and of unknown URLs under its prefix) in `shape`."""
-    blueprint.record(lambda setup: setup.app.extensions[_SHAPES].append((setup, shape)))
+@dataclass(frozen=True)
+class _Dialect:
+    """How one API answers errors: the body's shape, and statuses that differ from piagent's."""
+
+    shape: ErrorShape
+    statuses: Mapping[type[PiagentError], int] = field(default_factory=dict)
+
+
+_OWN = _Dialect(detail_shape)
+
+
+def use_error_shape(
+    blueprint: Blueprint,
+    shape: ErrorShape,
+    *,
+    statuses: Mapping[type[PiagentError], int] | None = None,
+) -> None:
+    """Answer errors of `blueprint`'s routes (and of unknown URLs under its prefix) in `shape`.
+
+    `statuses` (one of this module's tables) overrides piagent's own for some errors.
+    """
+    dialect = _Dialect(shape, statuses or {})
+    blueprint.record(lambda setup: setup.app.extensions[_SHAPES].append((setup, dialect)))
 
 
 _SHAPES = "piagent.error_shapes"
 
 
-def _shape() -> ErrorShape:
+def _dialect() -> _Dialect:
     # A request that matched no route has no blueprint: it belongs to the blueprint
     # whose URL prefix it falls under.
-    for setup, shape in current_app.extensions[_SHAPES]:
+    for setup, dialect in current_app.extensions[_SHAPES]:
         if request.blueprint == setup.name:
-            return shape
+            return dialect
         prefix = setup.url_prefix or ""
         under = request.path == prefix or request.path.startswith(prefix + "/")
         if request.url_rule is None and prefix and under:
-            return shape
-    return detail_shape
+            return dialect
+    return _OWN
 
 
 def _json_error(
     status: int, detail: Any, headers: dict[str, str], exc: PiagentError | None = None
 ) -> Response:
-    response = jsonify(_shape()(status, detail, exc))
+    response = jsonify(_dialect().shape(status, detail, exc))
     response.status_code = status
     response.headers.update(headers)
     return response
@@ -147,7 +177,8 @@ def register_error_handlers(app: Flask) -> None:
         # Rejections are counted and logged per request; a burst must not flood the log.
         status = _status_here(exc)
         if isinstance(exc, UpstreamError) and not isinstance(exc, Overloaded):
-            log.warning("upstream failure (%d): %s", status, exc.detail)
+            # The model server's words: escaped here too, for a host's own log format.
+            log.warning("upstream failure (%d): %s", status, printable(exc.detail))
         return _json_error(status, _detail_of(exc), _headers_of(exc), exc)
 
     @app.errorhandler(HTTPException)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -14,7 +15,9 @@ from ..chat.disconnect import DisconnectWatch
 from ..chat.generation import Generation
 from ..errors import ClientGone, PiagentError, UpstreamError
 from ..messages import Message
+from ..ops.logs import printable
 from ..providers.base import ChatStats, GenerationOptions
+from .auth import api_key_id
 from .state import get_state
 from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
 from .trace import current_trace
@@ -29,6 +32,36 @@ class StreamInterrupted(RuntimeError):
     """Raised out of a started stream so the WSGI server drops the connection unfinished."""
 
 
+# Ends a started response so that its client can tell it is incomplete.
+CutShort = Callable[[str], None]
+
+
+def _interrupt(detail: str) -> None:
+    raise StreamInterrupted(detail) from None
+
+
+def _cut_short_here(environ: Mapping[str, Any]) -> CutShort:
+    """How to end this request's started response without its final chunk.
+
+    A body that raises does it under any WSGI server, but gunicorn logs every such
+    error as "Error handling request" with a traceback, though piagent has handled the
+    fault and logged it in one line. Under gunicorn the connection is the request's own
+    (HTTP/1), so it is shut down instead and the body ends: gunicorn's write of the
+    final chunk then fails with EPIPE, which it passes over as a client gone.
+    """
+    client = environ.get("gunicorn.socket")
+    if client is None or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1."):
+        return _interrupt
+
+    def shut_down(detail: str) -> None:
+        try:
+            client.shutdown(socket.SHUT_RDWR)  # after what was written, which is sent first
+        except OSError:  # the client has gone already: nothing left to end
+            pass
+
+    return shut_down
+
+
 def new_generation(*, stream: bool) -> Generation:
     """A generation for the request being handled, watching its client from now on."""
     state = get_state()
@@ -39,6 +72,7 @@ def new_generation(*, stream: bool) -> Generation:
         trace=current_trace(),
         watch=DisconnectWatch(request.environ),
         stream=stream,
+        key=api_key_id(),
     )
 
 
@@ -78,8 +112,9 @@ def stream_body(
     heartbeat interval: after that the response starts and comments keep it alive.
     """
     if fmt.media_type != SSE:
+        cut_short = _cut_short_here(request.environ)
         generation.start(*call)
-        return StreamBody(_closing(generation, _relay(generation, fmt)), generation)
+        return StreamBody(_closing(generation, _relay(generation, fmt, cut_short)), generation)
     starter = _Starter(lambda: generation.start(*call), heartbeat_s)
     with generation.waiting():
         started = starter.wait(heartbeat_s)
@@ -100,13 +135,15 @@ def _closing(generation: Generation, chunks: Iterator[bytes]) -> Iterator[bytes]
         generation.close()
 
 
-def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
+def _relay(
+    generation: Generation, fmt: StreamFormat, cut_short: CutShort = _interrupt
+) -> Iterator[bytes]:
     """Yield the fragments as they arrive (those that arrived together in one write), then the end.
 
     A client that leaves keeps what it saw (the generation's close does that). An
     upstream failure, or a memory that cannot keep the reply, keeps nothing: plain
-    text escapes with an error so the server drops the connection without the final
-    chunk; SSE and NDJSON end with an `error` event.
+    text is cut short, without the final chunk (see _cut_short_here); SSE and NDJSON
+    end with an `error` event.
     """
     conversation_id = generation.trace.conversation_id
     try:
@@ -118,10 +155,13 @@ def _relay(generation: Generation, fmt: StreamFormat) -> Iterator[bytes]:
     except ClientGone:
         log.info("stream %s: client left, upstream closed", conversation_id)
     except PiagentError as exc:
-        log.warning("stream %s cut short after it started: %s", conversation_id, exc.detail)
+        log.warning(
+            "stream %s cut short after it started: %s", conversation_id, printable(exc.detail)
+        )
         generation.settle()  # before the client hears of it, so it may ask again at once
         if not fmt.structured:
-            raise StreamInterrupted(exc.detail) from None
+            cut_short(exc.detail)
+            return
         yield fmt.event({"type": "error", "detail": exc.detail})
 
 
@@ -139,7 +179,9 @@ def _after_heartbeats(
         log.info("stream %s: client left before the first token", conversation_id)
         return
     except UpstreamError as exc:
-        log.warning("stream %s failed before its first token: %s", conversation_id, exc.detail)
+        log.warning(
+            "stream %s failed before its first token: %s", conversation_id, printable(exc.detail)
+        )
         generation.settle()
         yield fmt.event({"type": "error", "detail": exc.detail})
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PiagentError, UnknownAgent
+from ..errors import MessageTooLong, PiagentError, UnknownAgent
 
 _TYPES = {
     401: "authentication_error",
@@ -39,4 +39,7 @@ def openai_shape(status: int, detail: Any, exc: PiagentError | None) -> dict[str
     """The error body of every /v1 route."""
     if isinstance(exc, UnknownAgent):  # under /v1 the agent is named by `model`
         return {"error": openai_error(status, detail, param="model", code="model_not_found")}
+    if isinstance(exc, MessageTooLong):  # OpenAI's own code for it, on the whole history
+        error = openai_error(status, exc.detail, param="messages", code="context_length_exceeded")
+        return {"error": error}
     return {"error": openai_error(status, detail)}

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify
 from ..agents import find_agent
 from ..chat.budget import trim_to_budget
 from ..http.body import parse_body
-from ..http.errors import use_error_shape
+from ..http.errors import OPENAI_STATUSES, use_error_shape
 from ..http.relay import collect_reply, new_generation, stream_body
 from ..http.state import get_state
 from ..http.stream_formats import STREAM_HEADERS
@@ -26,7 +26,7 @@ from .format import ChunkFormat, Completion, model_entry
 from .schemas import CompletionRequest
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
-use_error_shape(bp, openai_shape)
+use_error_shape(bp, openai_shape, statuses=OPENAI_STATUSES)
 
 
 @bp.get("/models")
@@ -58,7 +58,9 @@ def chat_completions() -> Response:
     messages = [m.to_message() for m in body.messages]
     if not any(m.role == "system" for m in messages):
         messages.insert(0, Message("system", agent.system_prompt))
-    messages = trim_to_budget(messages, options.ctx_tokens - options.max_tokens)
+    messages = trim_to_budget(
+        messages, ctx_tokens=options.ctx_tokens, max_tokens=options.max_tokens
+    )
 
     completion = Completion(model=agent.name)
     current_trace().chat(agent, None, messages[-1].content)

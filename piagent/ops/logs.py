@@ -2,6 +2,12 @@
 
 A record may carry `fields` (a dict, via `extra=`): text lines show them as
 `key=value` pairs after the message, JSON lines as top-level keys.
+
+Text from clients and model servers reaches the log (an error message, a path), so no
+control character is written raw: a CR or LF would let it forge a line of its own, an
+escape sequence would rewrite the terminal showing it. They are escaped the way JSON
+escapes them (a backslash and `n`, `u001b`, ...), in both shapes; a traceback keeps
+its own lines.
 """
 
 from __future__ import annotations
@@ -13,7 +19,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 _TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
-_BARE_VALUE = re.compile(r"^[^\s\"=]+$")
+# The C0 and C1 controls (CR, LF, ESC, NEL, ...) and Unicode's line and paragraph
+# separators, which some readers also take as the end of a line.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BARE_VALUE = re.compile(r"[^\s\"=]+")
+
+
+def printable(value: object) -> str:
+    """`value` as text safe inside one log line: control characters escaped as in JSON."""
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    return json.dumps(match.group())[1:-1]  # "\n", "\u001b", "\u2028"
 
 
 class TextFormatter(logging.Formatter):
@@ -24,7 +42,7 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         """The line, followed by the record's fields."""
-        line = super().formatMessage(record)
+        line = printable(super().formatMessage(record))
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             pairs = (f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
@@ -49,7 +67,8 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # json.dumps escapes C0 controls itself but writes the others as they are.
+        return printable(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 def configure_logging(log_format: str) -> None:
@@ -69,4 +88,6 @@ def configure_logging(log_format: str) -> None:
 
 def _text_value(value: Any) -> str:
     text = str(value)
-    return text if _BARE_VALUE.match(text) else json.dumps(text, ensure_ascii=False)
+    if _BARE_VALUE.fullmatch(text) and not _UNSAFE.search(text):
+        return text
+    return printable(json.dumps(text, ensure_ascii=False))

@@ -8,6 +8,7 @@ imported; gunicorn.conf.py sets it when it runs more than one worker.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,16 +26,37 @@ _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 _FIRST_TOKEN_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _TOKENS_PER_SECOND = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 200)
 # Label values shown (at 0) before they first happen, so rate() and alerts work from the start.
-_REJECTION_REASONS = ("queue_full", "queue_timeout")
-_UPSTREAM_ERROR_KINDS = ("unreachable", "timeout", "busy", "error")
+_REJECTION_REASONS = ("queue_full", "key_queue_full", "queue_timeout")
+_UPSTREAM_ERROR_KINDS = ("unreachable", "timeout", "busy", "rejected", "error")
 _CANCELLATION_STAGES = ("queued", "generating")
+# A request's method is the client's to invent (`curl -X AAAB`): each new one would be a
+# new series, so anything outside the usual methods is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
-def tokens_per_second(stats: ChatStats | None) -> float | None:
-    """Generation speed from Ollama's eval_count and eval_duration, when both are known."""
-    if stats is None or not stats.completion_tokens or not stats.eval_duration_ns:
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """How a reply's text arrived: the fragments of the first read, and the time to the last."""
+
+    first_fragments: int
+    span_s: float
+
+
+def tokens_per_second(stats: ChatStats | None, arrival: Arrival | None = None) -> float | None:
+    """Generation speed: the model server's own (Ollama's eval_duration), else as it arrived.
+
+    A server that reports no duration (an OpenAI-compatible one) is timed from the first
+    read of text to the last: the tokens after those of the first read took that long.
+    A reply read in one piece (not streamed) has no speed rather than a wrong one.
+    """
+    if stats is None or not stats.completion_tokens:
         return None
-    return stats.completion_tokens / (stats.eval_duration_ns / 1e9)
+    if stats.eval_duration_ns:
+        return stats.completion_tokens / (stats.eval_duration_ns / 1e9)
+    if arrival is None or arrival.span_s <= 0:
+        return None
+    later = stats.completion_tokens - arrival.first_fragments
+    return later / arrival.span_s if later > 0 else None
 
 
 def multiprocess_dir() -> str | None:
@@ -84,7 +106,7 @@ class Metrics:
         )
         self.generation_speed = Histogram(
             "piagent_tokens_per_second",
-            "Generation speed per reply (eval_count / eval_duration).",
+            "Generation speed per reply (eval_count / eval_duration, or timed as it streamed).",
             buckets=_TOKENS_PER_SECOND,
             registry=registry,
         )
@@ -168,7 +190,8 @@ class Metrics:
     # --- requests and generations ------------------------------------------------------
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count a finished request and its duration."""
+        """Count a finished request and its duration; `route` is a rule, never a raw path."""
+        method = method if method in _METHODS else "other"
         self.requests.labels(route, method, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
 
@@ -176,15 +199,12 @@ class Metrics:
         """Record the time to a reply's first fragment."""
         self.first_token_seconds.observe(seconds)
 
-    def generation_done(self, stats: ChatStats | None) -> None:
-        """Count a complete reply's tokens and speed."""
-        if stats is None:
-            return
-        if stats.prompt_tokens:
+    def generation_done(self, stats: ChatStats | None, speed: float | None) -> None:
+        """Count a complete reply's tokens, and its speed in tokens a second when known."""
+        if stats is not None and stats.prompt_tokens:
             self.prompt_tokens.inc(stats.prompt_tokens)
-        if stats.completion_tokens:
+        if stats is not None and stats.completion_tokens:
             self.generated_tokens.inc(stats.completion_tokens)
-        speed = tokens_per_second(stats)
         if speed is not None:
             self.generation_speed.observe(speed)
 

@@ -21,6 +21,7 @@ class RequestTrace:
     model: str | None = None
     first_token_s: float | None = None
     stats: ChatStats | None = None
+    tokens_per_s: float | None = None  # the reply's speed, once it is complete
     # complete | cancelled | upstream_error; None when no generation ran
     outcome: str | None = None
     # Message text, kept only with LOG_CONTENT=true (None otherwise).

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from ..errors import UpstreamError
 from ..providers.base import Provider
+from .logs import printable
 
 log = logging.getLogger("piagent")
 
@@ -21,7 +22,7 @@ def start_warmup(provider: Provider, models: Iterable[str]) -> threading.Thread:
             try:
                 provider.load_model(model)
             except UpstreamError as exc:
-                log.warning("warm-up: model %s was not loaded: %s", model, exc.detail)
+                log.warning("warm-up: model %s was not loaded: %s", model, printable(exc.detail))
             except Exception:
                 log.exception("warm-up: model %s was not loaded", model)
             else:

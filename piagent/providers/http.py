@@ -23,6 +23,9 @@ from .base import Timeouts
 from .chunked import ChunkedDecoder, ChunkingError
 from .deadline import ReadDeadline
 
+# What a model server answers when the request itself is at fault (a bad parameter, a
+# prompt longer than its context: llama.cpp's 400), as opposed to the server failing.
+REFUSED_REQUEST_STATUSES = frozenset({400, 413, 422})
 # Enough pooled connections for every stream a gevent worker holds open at once.
 POOL_SIZE = 1000
 _ERROR_BODY_LIMIT = 4096

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from ..errors import UpstreamBusy, UpstreamError
+from ..errors import UpstreamBusy, UpstreamError, UpstreamRejected
 from ..messages import Message
 from .base import ChatStats, GenerationOptions, Timeouts
-from .http import UpstreamClient, UpstreamResponse, int_field, wire_messages
+from .http import (
+    REFUSED_REQUEST_STATUSES,
+    UpstreamClient,
+    UpstreamResponse,
+    int_field,
+    wire_messages,
+)
 from .ndjson import MalformedLine, iter_ndjson
 
 
@@ -99,6 +105,8 @@ def _status_error(response: UpstreamResponse, model: str) -> UpstreamError:
         )
     if status == 503:
         return UpstreamBusy(f"Ollama is busy ({message}); try again shortly")
+    if status in REFUSED_REQUEST_STATUSES:
+        return UpstreamRejected(f"Ollama refused the request (HTTP {status}: {message})")
     return UpstreamError(f"Ollama answered HTTP {status}: {message}")
 
 

@@ -6,10 +6,16 @@ import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from ..errors import UpstreamBusy, UpstreamError
+from ..errors import UpstreamBusy, UpstreamError, UpstreamRejected
 from ..messages import Message
 from .base import ChatStats, GenerationOptions, Timeouts
-from .http import UpstreamClient, UpstreamResponse, int_field, wire_messages
+from .http import (
+    REFUSED_REQUEST_STATUSES,
+    UpstreamClient,
+    UpstreamResponse,
+    int_field,
+    wire_messages,
+)
 from .sse import MalformedEvent, iter_sse_data
 
 SERVER = "the OpenAI-compatible server"
@@ -234,4 +240,6 @@ def _status_error(response: UpstreamResponse, model: str, base_url: str) -> Upst
             f"{SERVER} is busy (HTTP {status}: {message}); try again shortly",
             retry_after_s=max(1, int(retry_after)) if retry_after.isdigit() else 5,
         )
+    if status in REFUSED_REQUEST_STATUSES:
+        return UpstreamRejected(f"{SERVER} refused the request (HTTP {status}: {message})")
     return UpstreamError(f"{SERVER} answered HTTP {status}: {message}")

@@ -87,7 +87,9 @@ def forget(conversation_id: str) -> Response:
         store.end(key, holder)
     if not forgotten:
         raise _unknown(conversation_id)
-    return Response(status=204)
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # Flask's default; a 204 has no body to have a type
+    return response
 
 
 def _store_for(conversation_id: str) -> ConversationStore:

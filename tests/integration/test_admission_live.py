@@ -13,7 +13,12 @@ import requests
 from tests.conftest import gunicorn_for_module, shared_fake
 from tests.http_raw import RawResponse, encode_request, read_response, send_request
 from tests.prom import scrape, value
-from tests.servers import history_sent_after, run_in_threads, wait_until
+from tests.servers import (
+    history_sent_after,
+    piagent_under_gunicorn,
+    run_in_threads,
+    wait_until,
+)
 
 # The defaults: MAX_CONCURRENT_GENERATIONS=1, QUEUE_MAX=4, QUEUE_TIMEOUT_S=30.
 server = gunicorn_for_module()
@@ -115,3 +120,48 @@ def test_queued_client_that_leaves_frees_its_place(server, fake):
     reply = requests.post(f"{server.url}/chat", json={"message": "hi"}, timeout=10)
     assert reply.status_code == 200
     assert reply.json()["reply"] == "back"
+
+
+FLOOD_KEY, CALM_KEY = "flood-key-0123456789", "calm-key-0123456789a"
+
+
+def test_a_key_flooding_the_queue_cannot_keep_another_key_waiting(module_fake, tmp_path):
+    fake = module_fake
+    fake.reset()
+    # QUEUE_MAX=4 by default, so one key may hold 2 of its places.
+    keys = f"{FLOOD_KEY},{CALM_KEY}"
+    with piagent_under_gunicorn(fake, tmp_path, API_KEYS=keys) as running:
+
+        def ask(key: str, message: str):
+            return send_request(
+                running.url, "/chat", {"message": message}, {"Authorization": f"Bearer {key}"}
+            )
+
+        def waiting() -> float:
+            headers = {"Authorization": f"Bearer {CALM_KEY}"}
+            return value(scrape(running.url, headers), "piagent_queue_depth")
+
+        fake.behave(tokens=["ok"])
+        fake.behave_once(first_token_delay=30)  # the first holds the model until it leaves
+        holder = ask(FLOOD_KEY, "flood 0")
+        fake.wait_for_generation_start(timeout=5)
+        flood = [ask(FLOOD_KEY, f"flood {i}") for i in (1, 2)]
+        wait_until(lambda: waiting() == 2, 5, what="the flood's two queued")
+        refused = requests.post(
+            f"{running.url}/chat",
+            json={"message": "flood 3"},
+            headers={"Authorization": f"Bearer {FLOOD_KEY}"},
+            timeout=5,
+        )
+        assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
+        assert "QUEUE_MAX_PER_KEY=2" in refused.json()["detail"]
+        calm = ask(CALM_KEY, "calm")  # the queue still has room for another key
+        wait_until(lambda: waiting() == 3, 5, what="the calm key queued")
+
+        holder.close()  # its place goes to the key served longest ago
+        replies = [read_response(sock) for sock in (calm, *flood)]
+        for sock in (calm, *flood):
+            sock.close()
+    assert [reply.status for reply in replies] == [200, 200, 200]
+    asked = [generation.request.json["messages"][-1]["content"] for generation in fake.generations]
+    assert asked == ["flood 0", "calm", "flood 1", "flood 2"]

@@ -246,6 +246,23 @@ def test_ollama_500_is_502_with_its_message(client, fake, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_ollama_refusing_the_request_is_400_with_its_message(client, fake, stream):
+    fake.behave(status=400, error='json: cannot unmarshal string into "num_ctx"')
+    response = chat(client, stream=stream)
+    assert response.status_code == 400
+    detail = response.get_json()["detail"]
+    assert "refused the request" in detail and "cannot unmarshal" in detail
+
+
+def test_message_too_long_for_the_context_stays_422_naming_the_field(make_settings, fake):
+    client = create_app(make_settings(ctx_tokens=1000, max_tokens=200)).test_client()
+    response = chat(client, message="x" * 3000)
+    assert response.status_code == 422
+    assert response.get_json()["detail"][0]["loc"] == ["body", "message"]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_ollama_busy_is_503_with_retry_after(client, fake, stream):
     fake.behave(status=503)
     response = chat(client, stream=stream)

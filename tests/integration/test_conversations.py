@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+import requests
 
 from piagent.app import create_app
 from piagent.chat.budget import estimate_tokens
 from piagent.http.relay import StreamInterrupted
 from piagent.memory.base import Message
 from tests.fake_ollama import count_prompt_tokens
+from tests.http_raw import read_head
 from tests.servers import free_port
 
 BACKENDS = ["memory", "sqlite", "redis"]
@@ -87,6 +91,21 @@ def test_delete_forgets_the_conversation(client, fake):
     assert client.get("/conversations/gone").status_code == 404
     chat(client, "again", conversation_id="gone")
     assert fake.last_messages()[1:] == [("user", "again")]
+
+
+def test_delete_answers_204_without_a_body_or_a_content_type(served, fake):
+    chat_reply = requests.post(
+        f"{served.url}/chat", json={"message": "hi", "conversation_id": "c"}, timeout=10
+    )
+    assert chat_reply.status_code == 200
+    # Read off the wire: a test client would not show what the server adds or leaves out.
+    url = urlsplit(served.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(b"DELETE /conversations/c HTTP/1.1\r\nHost: piagent\r\n\r\n")
+        status, headers = read_head(sock.makefile("rb"))
+    assert status == 204
+    assert "content-type" not in headers
+    assert headers.get("content-length", "0") == "0"
 
 
 def test_delete_while_a_message_is_answered_is_409_and_forgets_nothing(client, fake):

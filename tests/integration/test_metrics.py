@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
 
 import requests
 
@@ -137,3 +139,31 @@ def test_two_workers_report_the_sum_of_both(fake, tmp_path):
             )
             assert chats_counted == chats + 1
             assert value(parsed, "piagent_generated_tokens_total") == 2 * chats
+
+
+def test_random_methods_and_paths_add_only_a_handful_of_series(make_settings, fake):
+    chance = random.Random(11)
+    letters = string.ascii_uppercase
+
+    def series(parsed) -> set:
+        names = ("piagent_http_requests_total", "piagent_http_request_duration_seconds_count")
+        return {key for key in parsed if key[0] in names}
+
+    with waitress_server(create_app(make_settings())) as server, requests.Session() as session:
+        scrape(server.url)  # so that the scrape's own series exist before counting
+        before = series(scrape(server.url))
+        for _ in range(1000):
+            method = "".join(chance.choices(letters, k=chance.randint(3, 10)))
+            path = "/" + "".join(chance.choices(string.ascii_lowercase + "/", k=12))
+            if chance.random() < 0.2:  # a real route, with a method it does not take
+                path = chance.choice(["/chat", "/health", "/agents"])
+            assert session.request(method, f"{server.url}{path}", timeout=5).status_code in (
+                404,
+                405,
+            )
+        added = series(scrape(server.url)) - before
+    # One route and one method label for all of them, by status (404, 405), and the
+    # route's duration: three series.
+    assert len(added) <= 4, sorted(added)
+    assert {dict(labels).get("method") for _, labels in added} - {None} == {"other"}
+    assert {dict(labels)["route"] for _, labels in added} == {"unmatched"}

@@ -45,6 +45,16 @@ def test_tokens_arrive_one_by_one_at_the_fakes_pace(proxy, fake):
     assert abs(statistics.median(gaps) - PACE_S) < 0.02
 
 
+def test_stream_cut_by_the_model_server_stays_visibly_cut_through_nginx(proxy, fake):
+    fake.behave(tokens=TOKENS, token_delay=0.01, error_after=3)
+    sock = send_request(proxy.url, "/chat", {"message": "hi", "stream": True})
+    with sock:
+        response = read_response(sock)
+    assert response.status == 200
+    assert response.body == "".join(TOKENS[:3]).encode()
+    assert not response.complete  # nginx passes the cut on: no final chunk
+
+
 def test_client_leaving_through_nginx_stops_generation(proxy, fake):
     fake.behave(tokens=TOKENS, token_delay=2)
     sock = send_request(proxy.url, "/chat", {"message": "hi", "stream": True})

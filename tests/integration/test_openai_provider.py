@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
+import requests
 
 from piagent.app import create_app
 from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request
-from tests.servers import free_port, gunicorn, waitress_server
+from tests.prom import samples, value
+from tests.servers import free_port, gunicorn, wait_until, waitress_server
 
 TOKENS = [f"w{i} " for i in range(20)]
 
@@ -35,8 +38,8 @@ def app(settings_for):
     return create_app(settings_for())
 
 
-def chat(client, **body):
-    return client.post("/chat", json={"message": "hi", **body})
+def chat(client, headers=None, **body):
+    return client.post("/chat", json={"message": "hi", **body}, headers=headers)
 
 
 def detail_of(response) -> str:
@@ -163,6 +166,17 @@ def test_server_error_is_502_with_its_message(client, upstream, stream):
     assert "HTTP 500" in detail_of(response) and "CUDA out of memory" in detail_of(response)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_request_refused_by_the_server_is_400_with_its_message(client, upstream, status, stream):
+    # What llama.cpp answers for a prompt longer than its context.
+    upstream.behave(status=status, error="the request exceeds the available context size")
+    response = chat(client, stream=stream)
+    assert response.status_code == 400
+    detail = detail_of(response)
+    assert f"HTTP {status}" in detail and "exceeds the available context size" in detail
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_busy_or_rate_limited_is_503_passing_on_retry_after(client, upstream, status):
     upstream.behave(status=status, error="slow down", retry_after="7")
@@ -264,3 +278,51 @@ def test_under_gunicorn_a_client_leaving_closes_the_upstream_at_once(tmp_path):
             assert fake_openai.last.finished.wait(5)
             assert fake_openai.last.outcome == "client_closed"
             assert fake_openai.last.tokens_sent < len(TOKENS)
+
+
+# --- generation speed --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions"])
+def test_tokens_per_second_is_measured_from_the_stream_itself(app, upstream, caplog, path):
+    # Six tokens 50 ms apart: five gaps of 50 ms after the first, at most 20 tokens a second.
+    upstream.behave(tokens=[f"t{i} " for i in range(6)], token_delay=0.05)
+    body = (
+        {"message": "hi", "stream": True}
+        if path == "/chat"
+        else {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    with waitress_server(app) as served:
+        before = samples(requests.get(f"{served.url}/metrics", timeout=5).text)
+        with caplog.at_level(logging.INFO, logger="piagent.access"):
+            reply = requests.post(
+                f"{served.url}{path}", json=body, headers={"X-Request-Id": "speed"}, timeout=10
+            )
+            assert reply.status_code == 200 and "t5" in reply.text
+            line = wait_until(lambda: access_fields(caplog, "speed"), 5, what="the log line")
+        after = samples(requests.get(f"{served.url}/metrics", timeout=5).text)
+    assert line["tokens"] == 6
+    assert 5 < line["tokens_per_s"] <= 20.5
+    count = "piagent_tokens_per_second_count"
+    assert value(after, count) - value(before, count) == 1
+    speed = value(after, "piagent_tokens_per_second_sum") - value(
+        before, "piagent_tokens_per_second_sum"
+    )
+    assert speed == pytest.approx(line["tokens_per_s"], abs=0.01)
+
+
+def test_a_reply_in_one_piece_has_no_speed_rather_than_a_wrong_one(client, upstream, caplog):
+    upstream.behave(tokens=["all ", "at ", "once"])
+    with caplog.at_level(logging.INFO, logger="piagent.access"):
+        assert chat(client, headers={"X-Request-Id": "whole"}).status_code == 200
+    line = access_fields(caplog, "whole")
+    assert line["tokens"] == 3 and line["tokens_per_s"] is None
+
+
+def access_fields(caplog, request_id: str) -> dict | None:
+    """The fields of piagent's log line for one request, once it is written."""
+    for record in caplog.records:
+        fields = getattr(record, "fields", None)
+        if record.name == "piagent.access" and fields and fields["request_id"] == request_id:
+            return fields
+    return None

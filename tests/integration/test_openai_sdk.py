@@ -62,6 +62,29 @@ def test_sdk_raises_a_server_error_when_the_model_server_fails(sdk, fake):
     assert "llama runner process has terminated" in caught.value.message
 
 
+@pytest.fixture
+def retrying_sdk(served):
+    # The SDK's default: two retries of a 408, 409, 429 or 5xx, none of a 400.
+    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=2) as client:
+        yield client
+
+
+def test_sdk_does_not_retry_when_the_model_server_refuses_the_request(retrying_sdk, fake):
+    fake.behave(status=400, error="the request exceeds the available context size")
+    with pytest.raises(openai.BadRequestError) as caught:
+        retrying_sdk.chat.completions.create(model="general", messages=MESSAGES)
+    assert "exceeds the available context size" in caught.value.message
+    assert len(fake.generations) == 1  # asked once, not three times
+
+
+def test_sdk_message_too_long_is_context_length_exceeded_and_never_sent(retrying_sdk, fake):
+    too_long = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        retrying_sdk.chat.completions.create(model="general", messages=too_long)
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
+    assert fake.requests == []
+
+
 def test_failure_mid_stream_ends_with_an_error_event_and_no_done(served, fake):
     fake.behave(tokens=["a", "b", "c", "d"], error_after=2, error="out of memory")
     body = {"model": "general", "messages": MESSAGES, "stream": True}

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import ExitStack
 
 import pytest
 import requests
+from flask import Response
 
 from piagent.app import create_app
 from tests.conftest import MODEL, gunicorn_for_module, shared_fake
-from tests.servers import wait_until
+from tests.http_raw import read_response, send_request
+from tests.prom import scrape, value
+from tests.redis_server import redis_server
+from tests.servers import free_port, piagent_under_gunicorn, wait_until, waitress_server
 
 SECRET_MESSAGE = "my-bank-pin-is-4321"
 SECRET_REPLY = "noted-4321"
@@ -137,3 +142,127 @@ def test_log_content_true_logs_message_and_reply(make_settings, fake, caplog):
     (record,) = [r for r in caplog.records if r.name == "piagent.access"]
     assert record.fields["message"] == SECRET_MESSAGE
     assert record.fields["reply"] == SECRET_REPLY
+
+
+def test_request_id_with_a_trailing_newline_is_replaced(client):
+    # No client library sends one; a WSGI server that passed it on would hand it over so.
+    response = client.get("/health", environ_base={"HTTP_X_REQUEST_ID": "abc-123\n"})
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+
+
+# A model server's error text trying to end the line, forge one, and clear the terminal.
+FORGED = "2025-01-01 00:00:00,000 [1] [ERROR] forged"
+HOSTILE = f'boom\r\n{FORGED}\n{{"msg": "forged"}}\x1b[2J\x85\u2028end'
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_model_server_text_never_breaks_or_forges_a_log_line(module_fake, tmp_path, log_format):
+    fake = module_fake
+    fake.reset()
+    with piagent_under_gunicorn(fake, tmp_path, LOG_FORMAT=log_format) as running:
+        fake.behave(status=500, error=HOSTILE)
+        reply = requests.post(f"{running.url}/chat", json={"message": "hi"}, timeout=10)
+        assert reply.status_code == 502 and HOSTILE in reply.json()["detail"]
+        # Cut after it started: the relay's own warning, in an NDJSON stream.
+        fake.behave(tokens=["a", "b", "c"], error_after=2, error=HOSTILE)
+        streamed = requests.post(
+            f"{running.url}/chat",
+            json={"message": "hi", "stream": True},
+            headers={"Accept": "application/x-ndjson", "X-Request-Id": "last"},
+            timeout=10,
+        )
+        last_event = json.loads(streamed.text.rstrip("\n").rpartition("\n")[2])
+        assert last_event["type"] == "error" and HOSTILE in last_event["detail"]
+        wait_until(lambda: "last" in running.log(), 5, what="the stream's log line")
+        log = running.log()
+    warnings = [line for line in log.splitlines() if "boom" in line]
+    assert len(warnings) == 2  # the upstream failure and the stream cut short
+    assert all("forged" in line for line in warnings)  # escaped, on the line it belongs to
+    assert not any(line.startswith((FORGED, '{"msg": "forged"')) for line in log.splitlines())
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", log)
+
+
+# --- the line and the metric are written however the response ends --------------------
+
+
+def test_memory_failing_as_the_client_leaves_still_logs_and_counts_the_request(
+    module_fake, tmp_path
+):
+    fake = module_fake
+    fake.reset()
+    port = free_port()
+    for folder in ("gunicorn", "redis", "redis-again"):
+        (tmp_path / folder).mkdir()
+    env = {
+        "MEMORY_BACKEND": "redis",
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "LOG_FORMAT": "json",
+    }
+    with (
+        ExitStack() as redis,
+        piagent_under_gunicorn(fake, tmp_path / "gunicorn", **env) as running,
+    ):
+        redis.enter_context(redis_server(tmp_path / "redis", port))
+        fake.behave(tokens=[f"t{i} " for i in range(100)], token_delay=0.05)
+        headers = {"X-Request-Id": "left-as-memory-failed"}
+        sock = send_request(running.url, "/chat", {"message": "hi", "stream": True}, headers)
+        assert read_response(sock, max_chunks=2).status == 200  # the conversation is held
+        redis.close()  # Redis stops mid-stream
+        sock.close()  # and the client leaves: keeping what it saw fails as the body closes
+
+        line = line_for(running, "left-as-memory-failed")
+        assert (line["status"], line["outcome"]) == (200, "cancelled")
+        assert "its reply was not kept" in running.log()
+        assert "Traceback" not in running.log()
+        with redis_server(tmp_path / "redis-again", port):  # /metrics counts conversations
+            parsed = scrape(running.url)
+    assert value(parsed, "piagent_http_requests_total", route="/chat", method="POST", status="200")
+
+
+def test_a_static_file_is_logged_and_counted_like_any_request(server, fake):
+    # gunicorn's file wrapper (sent with sendfile) is a body Flask hands over as it is.
+    rule = {"route": "/static/<path:filename>", "method": "GET", "status": "200"}
+    before = value(scrape(server.url), "piagent_http_requests_total", **rule)
+    response = requests.get(
+        f"{server.url}/static/app.js", headers={"X-Request-Id": "asset"}, timeout=5
+    )
+    assert response.status_code == 200 and response.content
+    line = line_for(server, "asset")
+    assert (line["path"], line["status"]) == ("/static/app.js", 200)
+    assert value(scrape(server.url), "piagent_http_requests_total", **rule) == before + 1
+
+
+class FailingClose:
+    """A streamed body whose close fails, as a store or a file may while a client leaves."""
+
+    def __iter__(self):
+        yield b"partial"
+
+    def close(self) -> None:
+        raise OSError("the disk went away")
+
+
+def test_a_body_whose_close_fails_still_gets_its_line_and_metric(app, caplog):
+    app.add_url_rule(
+        "/failing-close", "failing_close", lambda: Response(FailingClose()), methods=["POST"]
+    )
+    with waitress_server(app) as served, caplog.at_level(logging.INFO, logger="piagent.access"):
+        headers = {"X-Request-Id": "failing-close"}
+        with send_request(served.url, "/failing-close", {}, headers) as sock:
+            # waitress drops the connection when the close fails: the body may end cut.
+            assert read_response(sock).body == b"partial"
+        line = wait_until(lambda: access_fields(caplog, "failing-close"), 5, what="its line")
+        parsed = scrape(served.url)
+    assert line["status"] == 200
+    rule = {"route": "/failing-close", "method": "POST", "status": "200"}
+    assert value(parsed, "piagent_http_requests_total", **rule) == 1
+
+
+def access_fields(caplog, request_id: str) -> dict | None:
+    """The fields of piagent's log line for one request, once it is written."""
+    for record in caplog.records:
+        fields = getattr(record, "fields", None)
+        if record.name == "piagent.access" and fields and fields["request_id"] == request_id:
+            return fields
+    return None

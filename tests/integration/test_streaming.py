@@ -15,7 +15,7 @@ from piagent.app import create_app
 from piagent.http.relay import StreamInterrupted
 from tests.conftest import MODEL, gunicorn_for_module, shared_fake
 from tests.http_raw import read_head, read_response, send_request, sse_events
-from tests.servers import history_sent_after, run_in_threads
+from tests.servers import history_sent_after, run_in_threads, wait_until
 
 # A disconnect must reach Ollama within this many seconds (the bound).
 CANCEL_BOUND_S = 0.05
@@ -191,6 +191,26 @@ def test_plain_text_is_the_default_for_any_accept(server, fake):
         reply = streamed_reply(server, accept, body(stream=True))
         assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert reply.text == "x"
+
+
+def test_stream_cut_by_the_model_server_is_one_warning_never_a_traceback(server, fake):
+    logged_before = len(server.log())
+    fake.behave(tokens=["a", "b", "c", "d"], token_delay=0.02, error_after=2, error="GPU on fire")
+    headers = {"X-Request-Id": "cut-by-upstream"}
+    with send_request(server.url, "/chat", body(stream=True), headers) as sock:
+        response = read_response(sock)
+    assert response.status == 200 and response.body == b"ab"
+    assert not response.complete  # no final chunk: the client can tell
+    wait_until(lambda: "request_id=cut-by-upstream" in server.log(), 5, what="its log line")
+    # gunicorn would log its traceback right after that line, in the same greenlet: a
+    # request served afterwards is logged after it.
+    requests.get(f"{server.url}/health", headers={"X-Request-Id": "after-cut"}, timeout=5)
+    wait_until(lambda: "request_id=after-cut" in server.log(), 5, what="the next log line")
+    logged = server.log()[logged_before:]
+    warnings = [line for line in logged.splitlines() if "[WARNING]" in line]
+    assert len(warnings) == 1 and "cut short after it started" in warnings[0]
+    assert "GPU on fire" in warnings[0]
+    assert "Traceback" not in logged and "Error handling request" not in logged
 
 
 # --- total deadline (in-process: only a short limit makes it testable) ---------------

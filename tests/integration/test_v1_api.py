@@ -117,6 +117,38 @@ def test_long_history_is_trimmed_to_the_context_budget_oldest_first(make_setting
     assert kept == [m["content"] for m in history[-1 - len(kept) : -1]]  # the newest ones
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_message_too_long_for_the_context_alone_is_400_before_the_model_is_called(
+    make_settings, fake, stream
+):
+    client = create_app(make_settings(ctx_tokens=1000, max_tokens=200)).test_client()
+    history = [
+        {"role": "user", "content": "an old question"},
+        {"role": "assistant", "content": "ok"},
+    ]
+    huge = {"role": "user", "content": "x" * 6000}  # some 2000 tokens: more than the 800 left
+    error = openai_error(complete(client, messages=[*history, huge], stream=stream), 400)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "messages")
+    assert error["code"] == "context_length_exceeded"
+    assert "CTX_TOKENS 1000" in error["message"] and "MAX_TOKENS 200" in error["message"]
+    assert fake.requests == []
+
+
+def test_a_lower_max_tokens_leaves_room_for_a_longer_message(make_settings, fake):
+    client = create_app(make_settings(ctx_tokens=1000, max_tokens=200)).test_client()
+    message = {"role": "user", "content": "x" * 2200}  # fits 950 tokens, not 800
+    assert complete(client, messages=[message]).status_code == 400
+    assert complete(client, messages=[message], max_tokens=50).status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_model_server_refusing_the_request_is_400_not_a_retried_502(client, fake, stream):
+    fake.behave(status=400, error="invalid option: num_ctx")
+    error = openai_error(complete(client, stream=stream), 400)
+    assert error["type"] == "invalid_request_error"
+    assert "invalid option: num_ctx" in error["message"]
+
+
 def test_unknown_fields_are_ignored_and_never_forwarded(client, fake):
     response = complete(
         client, n=3, tools=[{"type": "function"}], logprobs=True, user="me", seed=4, top_p=0.1

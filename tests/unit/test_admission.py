@@ -56,13 +56,13 @@ def gate(**overrides) -> tuple[AdmissionGate, Recorder]:
     return AdmissionGate(observer=recorder, **options), recorder
 
 
-def acquire_in_thread(gate: AdmissionGate) -> tuple[threading.Thread, list]:
+def acquire_in_thread(gate: AdmissionGate, key: str | None = None) -> tuple[threading.Thread, list]:
     """Start a thread that waits for a place; its result lands in the returned list."""
     result: list = []
 
     def run() -> None:
         try:
-            result.append(gate.acquire())
+            result.append(gate.acquire(key))
         except Overloaded as exc:
             result.append(exc)
 
@@ -149,3 +149,72 @@ def test_retry_after_follows_how_long_generations_take():
     with pytest.raises(Overloaded) as refused:
         admission.acquire()
     assert refused.value.retry_after_s == 6
+
+
+# --- fairness between API keys --------------------------------------------------------
+
+
+def queue_up(admission, recorder, keys: list[str | None]) -> list[tuple[threading.Thread, list]]:
+    """Queue one waiter per key, in this order, each seen waiting before the next."""
+    waiters = []
+    for key in keys:
+        waiters.append(acquire_in_thread(admission, key))
+        count = len(waiters)
+        wait_until(lambda n=count: recorder.last_queue[2] == n, 5, what=f"{count} queued")
+    return waiters
+
+
+def admitted_order(holder: Slot, waiters, names: list[str]) -> list[str]:
+    """Free the place and let each admitted waiter pass it on; the names in admission order."""
+    order: list[str] = []
+    pending = dict(zip(names, waiters, strict=True))
+    holder.release()
+    while pending:
+
+        def admitted():
+            return next((n for n, (_, r) in pending.items() if r and isinstance(r[0], Slot)), None)
+
+        name = wait_until(admitted, 5, what="the next admission")
+        thread, result = pending.pop(name)
+        thread.join(5)
+        order.append(name)
+        result[0].release()
+    return order
+
+
+def test_waiting_keys_take_turns_instead_of_first_come_first_served():
+    admission, recorder = gate(queue_max=6, queue_max_per_key=3)
+    holder = admission.acquire("flood")
+    waiters = queue_up(admission, recorder, ["flood", "flood", "flood", "calm", "other"])
+    order = admitted_order(holder, waiters, ["f1", "f2", "f3", "calm", "other"])
+    # "flood" was served last (it holds the place), so the others go first, then turns.
+    assert order == ["calm", "other", "f1", "f2", "f3"]
+
+
+def test_keys_alternate_while_both_have_requests_waiting():
+    admission, recorder = gate(queue_max=6, queue_max_per_key=3)
+    holder = admission.acquire(None)
+    waiters = queue_up(admission, recorder, ["a", "a", "a", "b", "b", "b"])
+    order = admitted_order(holder, waiters, ["a1", "a2", "a3", "b1", "b2", "b3"])
+    assert order == ["a1", "b1", "a2", "b2", "a3", "b3"]
+
+
+def test_one_key_over_its_share_of_the_queue_is_refused_naming_the_limit():
+    admission, recorder = gate(queue_max=4, queue_max_per_key=2)
+    admission.acquire("flood")
+    queue_up(admission, recorder, ["flood", "flood"])
+    with pytest.raises(Overloaded) as refused:
+        admission.acquire("flood")
+    assert "QUEUE_MAX_PER_KEY=2" in refused.value.detail and "flood" in refused.value.detail
+    assert ("rejected", "key_queue_full") in recorder.events
+    # Another key still finds room in the queue.
+    _, result = acquire_in_thread(admission, "calm")
+    wait_until(lambda: recorder.last_queue == ("queue", 1, 3), 5, what="calm queued")
+    assert result == []
+
+
+def test_without_keys_the_whole_queue_is_one_line_first_come_first_served():
+    admission, recorder = gate(queue_max=4, queue_max_per_key=1)
+    holder = admission.acquire()
+    waiters = queue_up(admission, recorder, [None, None, None, None])
+    assert admitted_order(holder, waiters, ["1", "2", "3", "4"]) == ["1", "2", "3", "4"]

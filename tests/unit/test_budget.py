@@ -119,15 +119,20 @@ def test_estimate_overestimates_english_and_counts_every_message():
     assert estimate_tokens(Message("user", "")) > 0
 
 
+def trim(messages: list[Message], room: int) -> list[Message]:
+    """trim_to_budget with `room` tokens for the prompt (a context of room + 100)."""
+    return trim_to_budget(messages, ctx_tokens=room + 100, max_tokens=100)
+
+
 def test_conversation_within_budget_is_untouched():
     messages = [Message("system", "be brief"), *turns(5)]
-    assert trim_to_budget(messages, 10_000) == messages
+    assert trim(messages, 10_000) == messages
 
 
 def test_oldest_turns_go_first_and_system_and_newest_stay():
     system = Message("system", "be brief")
     history = turns(9)  # user, assistant, ..., user
-    kept = trim_to_budget([system, *history], 400)
+    kept = trim([system, *history], 400)
     assert kept[0] == system and kept[-1] == history[-1]
     assert kept[1:] == history[-len(kept) + 1 :]
     assert len(kept) < 10
@@ -136,11 +141,20 @@ def test_oldest_turns_go_first_and_system_and_newest_stay():
 
 def test_kept_history_never_starts_with_an_orphaned_reply():
     history = turns(9)
-    for budget in range(50, 1200, 37):
-        kept = trim_to_budget(history, budget)
-        assert kept[0].role == "user", budget
+    for room in range(150, 1200, 37):
+        kept = trim(history, room)
+        assert kept[0].role == "user", room
 
 
-def test_newest_message_stays_even_when_alone_over_budget():
-    system, big = Message("system", "s"), Message("user", "x" * 10_000)
-    assert trim_to_budget([system, *turns(4), big], 100) == [system, big]
+def test_system_and_newest_message_over_the_room_alone_are_refused():
+    system, big = Message("system", "s"), Message("user", "x" * 1_000)
+    with pytest.raises(MessageTooLong) as raised:
+        trim_to_budget([system, *turns(4), big], ctx_tokens=400, max_tokens=100)
+    error = raised.value
+    assert error.room == 300 and error.needed > 300
+    assert "CTX_TOKENS 400" in error.detail and "MAX_TOKENS 100" in error.detail
+    # With a shorter reply there is room for the message, if for nothing older.
+    assert trim_to_budget([system, *turns(4), big], ctx_tokens=400, max_tokens=10) == [
+        system,
+        big,
+    ]

@@ -285,3 +285,23 @@ def test_importing_settings_loads_no_web_stack():
     heavy = {"flask", "werkzeug", "requests", "urllib3", "gevent", "prometheus_client", "redis"}
     assert loaded & heavy == set()
     assert [m for m in loaded if m == "piagent"] == ["piagent"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "per_key"),
+    [
+        ({}, 2),
+        ({"QUEUE_MAX": "9"}, 4),
+        ({"QUEUE_MAX": "1"}, 1),
+        ({"QUEUE_MAX": "0"}, 1),
+        ({"QUEUE_MAX_PER_KEY": ""}, 2),
+        ({"QUEUE_MAX_PER_KEY": "3"}, 3),
+    ],
+)
+def test_one_keys_share_of_the_queue_is_half_of_it_unless_set(environ, per_key):
+    assert load_settings(environ, env_file=None).key_queue_max == per_key
+
+
+def test_a_key_must_be_allowed_at_least_one_waiting_request():
+    with pytest.raises(ConfigError, match="QUEUE_MAX_PER_KEY='0'"):
+        load_settings({"QUEUE_MAX_PER_KEY": "0"}, env_file=None)
