@@ -42,7 +42,7 @@ class FittedPrompt:
 
     messages: list[Message]
     estimate: int
-    left_out: int = 0  # how many of the oldest history messages are not sent
+    left_out: int  # how many of the oldest history messages are not sent
 
 
 def estimate_tokens(message: Message) -> int:
@@ -83,6 +83,7 @@ def fit_prompt(
     costs = [sum(estimate_tokens(m) for m in exchange) for exchange in exchanges]
     limit = room
     if trim == "block" and math.ceil((fixed + sum(costs)) * ratio) > room:
+        # The fixed part, and half of the room that leaves for the history.
         limit = (room + math.ceil(fixed * ratio)) // 2
     kept = 0
     total = fixed
