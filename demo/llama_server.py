@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is steadier on 2 cores")
     parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens")
     parser.add_argument("--seed", type=int, default=None, help="fixed sampling seed")
+    parser.add_argument(
+        "--metrics", action="store_true", help="serve /metrics (prompt tokens evaluated, ...)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.ui = False
+    params.endpoint_metrics = args.metrics
     params.verbosity = 1  # errors and warnings only
     if args.seed is not None:
         params.sampling.seed = args.seed

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
 
     enable_memory: bool = True
     memory_max_turns: int = Field(8, ge=0)
+    # How a conversation too long to send whole is cut: by half at once (block), so that
+    # the model server can reuse its cache of the previous prompt for the next turns, or
+    # by the oldest exchange every turn (sliding), which has the whole history read again.
+    memory_trim: Literal["block", "sliding"] = "block"
     memory_ttl_min: float = Field(60, ge=0)
     memory_max_conversations: int = Field(500, ge=1)
     # Where conversations live: this process's RAM, a SQLite file shared by the workers

@@ -15,12 +15,16 @@ START_TIMEOUT_S = 60
 
 
 @contextmanager
-def llama_server(log_dir: Path, *, seed: int = 42) -> Iterator[str]:
-    """Start `python -m demo.llama_server` (1 thread, fixed seed); yield its base URL."""
+def llama_server(log_dir: Path, *, seed: int = 42, metrics: bool = False) -> Iterator[str]:
+    """Start `python -m demo.llama_server` (1 thread, fixed seed); yield its base URL.
+
+    With `metrics`, it also serves llama.cpp's /metrics.
+    """
     log_path = log_dir / "llama-server.log"
+    args = ["--threads", "1", "--seed", str(seed), *(["--metrics"] if metrics else [])]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "demo.llama_server", "--threads", "1", "--seed", str(seed)],
+            [sys.executable, "-m", "demo.llama_server", *args],
             cwd=REPO,
             stdin=subprocess.PIPE,  # the server exits when this closes, even if we crash
             stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import MessageTooLong
+from ..memory.base import TrimPolicy
 from ..messages import Message
 
 # English runs at four or more bytes of UTF-8 a token and most other text at three or
@@ -41,6 +42,7 @@ class FittedPrompt:
 
     messages: list[Message]
     estimate: int
+    left_out: int  # how many of the oldest history messages are not sent
 
 
 def estimate_tokens(message: Message) -> int:
@@ -60,9 +62,13 @@ def fit_prompt(
     ctx_tokens: int,
     max_tokens: int,
     token_ratio: float | None,
+    trim: TrimPolicy = "sliding",
 ) -> FittedPrompt:
     """System prompt, the newest whole exchanges that fit, and the new message.
 
+    When the history does not fit whole, `sliding` keeps as much of it as fits, and
+    `block` only what fits in half the room left beside the system prompt and the new
+    message: the next turns can then add to this prompt instead of cutting it again.
     Raises MessageTooLong when the system prompt and the new message alone leave no
     room for a reply of `max_tokens`.
     """
@@ -73,16 +79,23 @@ def fit_prompt(
         raise MessageTooLong(
             needed=math.ceil(fixed * ratio), room=room, ctx_tokens=ctx_tokens, max_tokens=max_tokens
         )
-    kept: list[list[Message]] = []
+    exchanges = _exchanges(history)
+    costs = [sum(estimate_tokens(m) for m in exchange) for exchange in exchanges]
+    limit = room
+    if trim == "block" and math.ceil((fixed + sum(costs)) * ratio) > room:
+        # The fixed part, and half of the room that leaves for the history.
+        limit = (room + math.ceil(fixed * ratio)) // 2
+    kept = 0
     total = fixed
-    for exchange in reversed(_exchanges(history)):
-        cost = sum(estimate_tokens(m) for m in exchange)
-        if math.ceil((total + cost) * ratio) > room:
+    for cost in reversed(costs):
+        if math.ceil((total + cost) * ratio) > limit:
             break
-        kept.append(exchange)
+        kept += 1
         total += cost
-    remembered = [message for exchange in reversed(kept) for message in exchange]
-    return FittedPrompt([system, *remembered, new], total)
+    remembered = [
+        message for exchange in exchanges[len(exchanges) - kept :] for message in exchange
+    ]
+    return FittedPrompt([system, *remembered, new], total, len(history) - len(remembered))
 
 
 def trim_to_budget(

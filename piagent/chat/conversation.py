@@ -13,7 +13,7 @@ import time
 import uuid
 
 from ..errors import ConversationBusy, MemoryUnavailable
-from ..memory.base import ConversationStore, NewExchange, Recollection
+from ..memory.base import ConversationStore, NewExchange, Recollection, TrimPolicy
 from ..messages import Message
 from ..providers.base import ChatStats, GenerationOptions
 from .budget import fit_prompt, learned_ratio
@@ -37,18 +37,22 @@ class Turn:
         user_text: str,
         *,
         lease_s: float,
+        trim: TrimPolicy,
         shown_as: str | None = None,
     ) -> None:
         """Hold the conversation and recall it; ConversationBusy while another request has it.
 
-        `conversation_id` is where the store keeps it; `shown_as`, how the client names it.
+        `conversation_id` is where the store keeps it; `shown_as`, how the client names it;
+        `trim`, how a history too long for the context is cut (MEMORY_TRIM).
         """
         self.conversation_id = conversation_id
         self._store = store
         self._user_text = user_text
         self._asked_at = time.time()
         self._holder = uuid.uuid4().hex
+        self._trim = trim
         self._estimate = 0
+        self._left_out = 0
         self._recalled = Recollection([])
         self._lease: LeaseKeeper | None = None
         if store is not None:
@@ -71,8 +75,12 @@ class Turn:
             ctx_tokens=options.ctx_tokens,
             max_tokens=options.max_tokens,
             token_ratio=self._recalled.token_ratio,
+            trim=self._trim,
         )
         self._estimate = fitted.estimate
+        # A block cut is kept: the store forgets what was left out, so the next prompts
+        # start where this one does. A sliding cut is made afresh each turn.
+        self._left_out = fitted.left_out if self._trim == "block" else 0
         return fitted.messages
 
     def finish(self, reply: str | None, stats: ChatStats | None) -> None:
@@ -92,6 +100,7 @@ class Turn:
             reply,
             asked_at=self._asked_at,
             token_ratio=learned_ratio(self._recalled.token_ratio, self._estimate, prompt_tokens),
+            forgotten=self._left_out,
         )
         try:
             self._store.end(self.conversation_id, self._holder, exchange)

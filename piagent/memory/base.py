@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..messages import Message
 
@@ -26,6 +26,14 @@ class Recollection:
     token_ratio: float | None = None
 
 
+# How a conversation that outgrows its bounds shrinks (MEMORY_TRIM): by its oldest
+# exchange each turn (sliding), or by the older half at once (block). A model server
+# reuses what it computed for the previous prompt up to the first message that differs,
+# so a history that only grows at its end is read once; a sliding window changes its
+# start every turn and has it read again whole.
+TrimPolicy = Literal["block", "sliding"]
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryLimits:
     """The bounds every backend enforces."""
@@ -34,11 +42,37 @@ class MemoryLimits:
     ttl_s: float  # idle time before a conversation is forgotten; 0 keeps it forever
     max_conversations: int  # past this the least recently used one is dropped
     max_message_chars: int  # longer messages are cut before they are stored
+    trim: TrimPolicy
 
     @property
     def kept_messages(self) -> int:
         """Messages kept per conversation: whole exchanges only, so never a lone reply."""
         return self.max_messages - self.max_messages % 2
+
+    @property
+    def trimmed_to(self) -> int:
+        """Messages left once a conversation outgrows `kept_messages`.
+
+        Sliding keeps all it may; block keeps the newer half of the exchanges, at least
+        the newest one, so that several turns can be added before the next cut.
+        """
+        kept = self.kept_messages
+        if self.trim == "sliding" or kept == 0:
+            return kept
+        return max(2, kept // 4 * 2)
+
+    def dropped(self, count: int, forgotten: int = 0) -> int:
+        """How many of a conversation's `count` messages go, oldest first, as an exchange is kept.
+
+        `count` includes the new exchange (the last two). The `forgotten` oldest go in
+        any case (those its prompt left out, see NewExchange); when what is left is more
+        than `kept_messages`, it is cut to the newest `trimmed_to`. The Redis store runs
+        the same rule in its script, with these numbers as arguments.
+        """
+        forgotten = max(0, min(forgotten, count - 2))
+        if count - forgotten > self.kept_messages:
+            return count - self.trimmed_to
+        return forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +83,10 @@ class NewExchange:
     reply_text: str
     asked_at: float  # when the user message arrived (wall-clock seconds)
     token_ratio: float | None = None  # newly learnt; None keeps the conversation's own
+    # How many of the oldest remembered messages to drop before keeping this exchange:
+    # those the context budget left out of its prompt (MEMORY_TRIM=block), so that what
+    # is kept is what the model was sent, and the next prompt only adds to this one.
+    forgotten: int = 0
 
 
 class ConversationStore(Protocol):

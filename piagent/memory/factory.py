@@ -22,6 +22,7 @@ def memory_limits(settings: Settings, longest_reply_tokens: int) -> MemoryLimits
         ttl_s=settings.memory_ttl_min * 60,
         max_conversations=settings.memory_max_conversations,
         max_message_chars=max(MESSAGE_MAX_CHARS, longest_reply_tokens * _CHARS_PER_TOKEN),
+        trim=settings.memory_trim,
     )
 
 

@@ -156,7 +156,7 @@ class InProcessStore:
             ["user", user_text, exchange.asked_at],
             ["assistant", reply_text, self._wall_clock()],
         )
-        del messages[: max(0, len(messages) - self._limits.kept_messages)]
+        del messages[: self._limits.dropped(len(messages), exchange.forgotten)]
         if not messages:  # MEMORY_MAX_TURNS below 2 keeps nothing
             self._conversations.pop(conversation_id, None)
             return

@@ -83,8 +83,10 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 # KEYS: hold, messages, ratio, recent. ARGV: id, holder, and, with an exchange to keep,
 # ttl_ms, kept messages, max conversations, key prefix, token ratio ('' keeps the old
-# one), user message, reply. Pairs are pushed and an even number kept, so the list
-# always starts with a user message.
+# one), user message, reply, messages forgotten, messages left by a trim. The trim is
+# MemoryLimits.dropped: the forgotten oldest go, and a list longer than `kept` is cut to
+# its newest `left`. Pairs are pushed and an even number kept, so the list always starts
+# with a user message.
 _END = (
     _LUA_COMMON
     + """
@@ -94,8 +96,11 @@ if #ARGV > 2 then
         redis.call('DEL', KEYS[2], KEYS[3])
         redis.call('ZREM', KEYS[4], ARGV[1])
     else
-        redis.call('RPUSH', KEYS[2], ARGV[8], ARGV[9])
-        redis.call('LTRIM', KEYS[2], -kept, -1)
+        local forgotten = tonumber(ARGV[10])
+        if forgotten > 0 then redis.call('LTRIM', KEYS[2], forgotten, -1) end
+        if redis.call('RPUSH', KEYS[2], ARGV[8], ARGV[9]) > kept then
+            redis.call('LTRIM', KEYS[2], -tonumber(ARGV[11]), -1)
+        end
         if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7]) end
         touch(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[3]))
         local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
@@ -236,6 +241,8 @@ class RedisStore:
                 "" if ratio is None else repr(ratio),
                 json.dumps(["user", user_text, exchange.asked_at], ensure_ascii=False),
                 json.dumps(["assistant", reply_text, self._wall_clock()], ensure_ascii=False),
+                exchange.forgotten,
+                self._limits.trimmed_to,
             ]
         with self._errors_named():
             index = self._index_key(namespace_of(conversation_id))

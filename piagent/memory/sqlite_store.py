@@ -251,8 +251,8 @@ class SqliteStore:
             return
         saved = {"id": conversation_id, "now": now, "ratio": exchange.token_ratio}
         db.execute(_SAVE_CONVERSATION, saved)
-        (last,) = db.execute(
-            "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
+        held, last = db.execute(
+            "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
             (conversation_id,),
         ).fetchone()
         db.executemany(
@@ -263,8 +263,9 @@ class SqliteStore:
             ],
         )
         db.execute(
-            "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
-            (conversation_id, last + 2 - kept),
+            "DELETE FROM messages WHERE conversation_id = :id AND seq IN ("
+            "SELECT seq FROM messages WHERE conversation_id = :id ORDER BY seq LIMIT :dropped)",
+            {"id": conversation_id, "dropped": self._limits.dropped(held + 2, exchange.forgotten)},
         )
         db.execute(_DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
 

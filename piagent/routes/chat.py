@@ -48,6 +48,7 @@ def chat() -> Response:
             conversation_key(conversation_id),
             body.message,
             lease_s=state.settings.memory_lease_s,
+            trim=state.settings.memory_trim,
             shown_as=conversation_id,
         )
         generation.take(turn)

@@ -42,8 +42,10 @@ def open_store(request, tmp_path, clock):
     url = request.getfixturevalue("redis_url") if backend == "redis" else ""
     opened = []
 
-    def build(*, max_messages=8, ttl_s=3600.0, max_conversations=500, max_message_chars=4000):
-        limits = MemoryLimits(max_messages, ttl_s, max_conversations, max_message_chars)
+    def build(
+        *, max_messages=8, ttl_s=3600.0, max_conversations=500, max_message_chars=4000, trim="block"
+    ):
+        limits = MemoryLimits(max_messages, ttl_s, max_conversations, max_message_chars, trim)
         if backend == "memory":
             store = InProcessStore(limits, clock=clock, wall_clock=clock)
         elif backend == "sqlite":
@@ -65,11 +67,14 @@ def on(*backends):
     return pytest.mark.parametrize("open_store", backends, indirect=True)
 
 
-def save(store, conversation_id, user="q", reply="a", *, asked_at=1.0, token_ratio=None):
+def save(
+    store, conversation_id, user="q", reply="a", *, asked_at=1.0, token_ratio=None, forgotten=0
+):
     """One request's turn: claim the conversation, then keep an exchange and let go."""
     holder = uuid.uuid4().hex
     assert store.begin(conversation_id, holder, 30) is not None
-    store.end(conversation_id, holder, NewExchange(user, reply, asked_at, token_ratio))
+    exchange = NewExchange(user, reply, asked_at, token_ratio, forgotten)
+    store.end(conversation_id, holder, exchange)
 
 
 def recall(store, conversation_id) -> Recollection:
@@ -125,20 +130,90 @@ def test_text_survives_the_store_exactly(open_store):
     assert contents(store, "c") == [text, text[::-1]]
 
 
-@on(*BACKENDS)
-def test_only_the_most_recent_messages_are_kept(open_store):
-    store = open_store(max_messages=4)
-    for i in range(5):
+def kept_after_each_save(store, saves: int) -> list[list[str]]:
+    """The conversation's contents after each of `saves` exchanges q0/a0, q1/a1, ..."""
+    kept = []
+    for i in range(saves):
         save(store, "c", f"q{i}", f"a{i}")
-    assert contents(store, "c") == ["q3", "a3", "q4", "a4"]
+        kept.append(contents(store, "c"))
+    return kept
+
+
+def exchanges(first: int, last: int) -> list[str]:
+    """q<first>, a<first>, ..., q<last>, a<last>."""
+    return [text for i in range(first, last + 1) for text in (f"q{i}", f"a{i}")]
 
 
 @on(*BACKENDS)
-def test_odd_limit_keeps_whole_exchanges_never_an_orphaned_reply(open_store):
-    store = open_store(max_messages=3)
+def test_sliding_trim_keeps_the_newest_messages_dropping_the_oldest_exchange_each_time(
+    open_store,
+):
+    store = open_store(max_messages=8, trim="sliding")
+    kept = kept_after_each_save(store, 7)
+    assert kept[:4] == [exchanges(0, last) for last in range(4)]
+    assert kept[4:] == [exchanges(1, 4), exchanges(2, 5), exchanges(3, 6)]
+
+
+@on(*BACKENDS)
+def test_block_trim_halves_a_full_conversation_at_once_then_only_appends(open_store):
+    store = open_store(max_messages=8, trim="block")
+    kept = kept_after_each_save(store, 11)
+    assert kept[:4] == [exchanges(0, last) for last in range(4)]
+    # The fifth exchange is one too many: the older half goes, the newest two stay.
+    assert kept[4:] == [
+        exchanges(3, 4),
+        exchanges(3, 5),
+        exchanges(3, 6),
+        exchanges(6, 7),
+        exchanges(6, 8),
+        exchanges(6, 9),
+        exchanges(9, 10),
+    ]
+
+
+@on(*BACKENDS)
+@pytest.mark.parametrize("trim", ["block", "sliding"])
+def test_odd_limit_keeps_whole_exchanges_never_an_orphaned_reply(open_store, trim):
+    store = open_store(max_messages=3, trim=trim)
     save(store, "c", "q1", "a1")
     save(store, "c", "q2", "a2")
     assert contents(store, "c") == ["q2", "a2"]
+
+
+@on(*BACKENDS)
+@pytest.mark.parametrize(
+    ("max_messages", "left"),
+    [(2, 2), (4, 2), (5, 2), (6, 2), (8, 4), (10, 4), (12, 6), (20, 10)],
+)
+def test_block_trim_keeps_the_newer_half_of_the_exchanges_and_at_least_one(
+    open_store, max_messages, left
+):
+    store = open_store(max_messages=max_messages, trim="block")
+    kept = kept_after_each_save(store, max_messages // 2 + 1)
+    assert kept[-1] == exchanges(max_messages // 2 + 1 - left // 2, max_messages // 2)
+
+
+@on(*BACKENDS)
+@pytest.mark.parametrize("trim", ["block", "sliding"])
+def test_forgotten_messages_go_before_the_exchange_is_kept(open_store, trim):
+    store = open_store(max_messages=8, trim=trim)
+    kept_after_each_save(store, 3)
+    save(store, "c", "q3", "a3", forgotten=4)  # the prompt left out the two oldest exchanges
+    assert contents(store, "c") == exchanges(2, 3)
+    save(store, "c", "q4", "a4", forgotten=10)  # more than it holds: only the new one stays
+    assert contents(store, "c") == exchanges(4, 4)
+
+
+@on(*BACKENDS)
+@pytest.mark.parametrize(
+    ("trim", "kept"), [("block", exchanges(4, 5)), ("sliding", exchanges(2, 5))]
+)
+def test_what_is_left_after_forgetting_is_trimmed_as_usual(open_store, trim, kept):
+    store = open_store(max_messages=8, trim=trim)
+    kept_after_each_save(store, 4)
+    save(store, "c", "q4", "a4", forgotten=2)  # 8 left with the new exchange: within the limit
+    save(store, "c", "q5", "a5")  # one too many
+    assert contents(store, "c") == kept
 
 
 @on(*BACKENDS)

@@ -50,6 +50,45 @@ def test_oldest_whole_exchanges_go_first_and_the_newest_stay():
     assert fitted.estimate == 36 + 2 * 28
 
 
+def test_sliding_and_block_send_everything_when_it_fits():
+    for trim in ("sliding", "block"):
+        fitted = fit_prompt(
+            SYSTEM, history(3), NEW, ctx_tokens=2048, max_tokens=200, token_ratio=None, trim=trim
+        )
+        assert fitted.messages == [SYSTEM, *history(3), NEW]
+        assert fitted.left_out == 0
+
+
+def test_sliding_cuts_only_what_does_not_fit_and_says_how_much():
+    fitted = fit_prompt(SYSTEM, history(5), NEW, ctx_tokens=150, max_tokens=50, token_ratio=None)
+    assert len(fitted.messages) == 2 + 4
+    assert fitted.left_out == 6
+
+
+def test_block_cuts_down_to_half_the_room_beside_the_system_prompt_and_message():
+    # 100 tokens of room, 36 fixed: the history gets 32 of the 64 left, one exchange of 28.
+    fitted = fit_prompt(
+        SYSTEM, history(5), NEW, ctx_tokens=150, max_tokens=50, token_ratio=None, trim="block"
+    )
+    assert fitted.messages == [SYSTEM, *history(5)[-2:], NEW]
+    assert fitted.left_out == 8
+    assert fitted.estimate == 36 + 28
+
+
+def test_block_cut_leaves_room_for_the_next_turns_to_be_added_whole():
+    def fit(messages):
+        return fit_prompt(
+            SYSTEM, messages, NEW, ctx_tokens=400, max_tokens=50, token_ratio=None, trim="block"
+        )
+
+    cut = fit(history(20))
+    kept = cut.messages[1:-1]
+    assert cut.left_out > 0 and len(kept) == 10
+    for turns in range(1, 6):  # each turn adds an exchange
+        assert fit(kept + history(turns)).left_out == 0
+    assert fit(kept + history(7)).left_out > 0
+
+
 def test_reply_room_is_reserved():
     room_for_two = fit_prompt(
         SYSTEM, history(5), NEW, ctx_tokens=92, max_tokens=0, token_ratio=None

@@ -25,7 +25,9 @@ from tests.unit.test_admission import Recorder
 
 OPTIONS = GenerationOptions(temperature=0.5, ctx_tokens=2048, max_tokens=100)
 CALL = ([Message("user", "hi")], "m", OPTIONS)
-LIMITS = MemoryLimits(max_messages=8, ttl_s=0, max_conversations=10, max_message_chars=4000)
+LIMITS = MemoryLimits(
+    max_messages=8, ttl_s=0, max_conversations=10, max_message_chars=4000, trim="block"
+)
 
 
 class Upstream:
@@ -111,7 +113,7 @@ class Setup:
             watch=self.watch,
             stream=stream,
         )
-        self.turn = Turn(self.store, "c1", "hello", lease_s=60)
+        self.turn = Turn(self.store, "c1", "hello", lease_s=60, trim="block")
         self.generation.take(self.turn)
 
     def queue_changes(self) -> list[tuple[int, int]]:

@@ -12,7 +12,9 @@ from piagent.memory.base import MemoryLimits
 from piagent.memory.in_process import InProcessStore
 from tests.servers import wait_until
 
-LIMITS = MemoryLimits(max_messages=8, ttl_s=3600, max_conversations=10, max_message_chars=100)
+LIMITS = MemoryLimits(
+    max_messages=8, ttl_s=3600, max_conversations=10, max_message_chars=100, trim="block"
+)
 
 
 class FlakyStore(InProcessStore):

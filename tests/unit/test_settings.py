@@ -22,6 +22,7 @@ def test_defaults_match_the_spec():
     assert settings.memory_ttl_min == 60
     assert settings.memory_max_conversations == 500
     assert settings.memory_backend == "memory"
+    assert settings.memory_trim == "block"
 
 
 def test_memory_backend_variables_are_read(tmp_path: Path):
@@ -91,6 +92,7 @@ def test_enable_memory_false_words(word):
         ("ENABLE_MEMORY", "perhaps"),
         ("OLLAMA_HOST", "localhost:11434"),
         ("MEMORY_BACKEND", "postgres"),
+        ("MEMORY_TRIM", "fifo"),
         ("REDIS_URL", "localhost:6379"),
         ("MEMORY_LEASE_S", "0"),
         ("MEMORY_LEASE_S", "soon"),
