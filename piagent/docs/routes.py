@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template, send_from_directory
 
 from ..http.apidoc import undocumented
 from ..http.openapi import build_document
 
-bp = Blueprint(
-    "docs",
-    __name__,
-    template_folder="templates",
-    static_folder="static",
-    static_url_path="/docs/static",
-)
+bp = Blueprint("docs", __name__, template_folder="templates")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # Swagger UI sets styles from its scripts and draws icons from data: URIs; everything
 # else comes from this server, and nothing may frame the page.
@@ -54,6 +51,15 @@ def page() -> Response:
     """Swagger UI on /openapi.json, from files this server serves (no CDN)."""
     html = render_template("docs.html")
     response = Response(html, content_type="text/html; charset=utf-8")
+    response.cache_control.no_cache = True
+    return response
+
+
+@bp.get("/docs/static/<path:filename>")
+@undocumented(_SELF)
+def asset(filename: str) -> Response:
+    """Swagger UI's files and the script that starts it, revalidated on every load."""
+    response = send_from_directory(STATIC_DIR, filename)
     response.cache_control.no_cache = True
     return response
 

@@ -17,7 +17,7 @@ from ..settings import ConfigError, Settings
 # document, whose page asks for the key to try the routes.
 PUBLIC_ENDPOINTS = frozenset(
     {"health.health", "ready.ready", "web.page", "web.asset"}
-    | {"docs.openapi", "docs.page", "docs.static"}
+    | {"docs.openapi", "docs.page", "docs.asset"}
 )
 _EXTENSION = "piagent.api_keys"
 MIN_KEY_LENGTH = 16
