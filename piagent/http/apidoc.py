@@ -62,9 +62,11 @@ class Operation:
     reply_headers: tuple[str, ...] = ()  # headers every success carries
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    path: type[BaseModel] | None = None
+    path: type[BaseModel] | None = None  # validated by the view, or only described
     headers: type[BaseModel] | None = None
-    raises: tuple[type[PiagentError], ...] = ()  # each one's status comes from http/errors.py
+    # What the view raises (InvalidRequest where it validates); the statuses come from
+    # http/errors.py.
+    raises: tuple[type[PiagentError], ...] = ()
     error_reply: type[BaseModel] = ErrorReply  # the blueprint's error body
 
     def __call__(self, view: View) -> View:

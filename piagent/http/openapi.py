@@ -22,7 +22,7 @@ from werkzeug.routing import Rule
 from ..errors import PiagentError, Unauthorized, UpstreamBusy
 from .apidoc import Media, Operation, operation_of
 from .auth import PUBLIC_ENDPOINTS, api_keys_on
-from .errors import InvalidRequest, status_of
+from .errors import status_of
 from .request_log import REQUEST_ID_HEADER
 from .stream_formats import SSE
 
@@ -32,10 +32,11 @@ _SECURITY = "apiKey"
 # Flask's <converter(args):name> and <name> become OpenAPI's {name}.
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 # Headers documented on the requests and replies of every operation.
+# Any value is accepted; one that is not 1 to 128 of [A-Za-z0-9._:-] is replaced.
 _REQUEST_ID = {
-    "description": "Names the request in piagent's log; sent back as it is when it matches "
-    "the pattern, otherwise piagent makes one.",
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+    "description": "Names the request in piagent's log and is sent back, if it is 1 to 128 "
+    "of the characters A-Z a-z 0-9 . _ : - (otherwise piagent makes an id of its own).",
+    "schema": {"type": "string"},
 }
 _REPLY_HEADERS: dict[str, dict[str, Any]] = {
     REQUEST_ID_HEADER: {
@@ -59,6 +60,10 @@ _REPLY_HEADERS: dict[str, dict[str, Any]] = {
     },
 }
 _TOO_LARGE = "The body is larger than MAX_BODY_BYTES."
+_TOO_LONG = (
+    "The request line (path and query) is longer than the WSGI server reads: gunicorn's "
+    "limit_request_line, 4094 bytes by default. gunicorn answers this one itself, in HTML."
+)
 _DESCRIPTION = """\
 A small agent server in front of a local model server. Errors of piagent's own routes
 are `{"detail": ...}`: a sentence, or a list of broken rules each naming its field; those
@@ -158,6 +163,12 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": refs[(spec.body, "validation")]}},
         }
+    if spec.query is not None or _RULE_ARGUMENT.search(rule.rule):
+        # Not piagent's answer: the WSGI server refuses such a request line before it runs.
+        found["responses"]["414"] = {
+            "description": _TOO_LONG,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
     errors = refs[(spec.error_reply, "serialization")]
     for status, (why, headers) in sorted(_failures(spec, needs_key).items()):
         found["responses"][str(status)] = {
@@ -219,8 +230,6 @@ def _media_schema(
 def _failures(spec: Operation, needs_key: bool) -> dict[int, tuple[list[str], dict[str, Any]]]:
     """Each error status the operation can answer: why, and the headers it carries."""
     causes: list[type[PiagentError]] = list(spec.raises)
-    if any(model is not None for model in (spec.body, spec.query, spec.path, spec.headers)):
-        causes.insert(0, InvalidRequest)
     if needs_key:
         causes.insert(0, Unauthorized)
     found: dict[int, tuple[list[str], dict[str, Any]]] = {}

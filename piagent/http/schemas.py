@@ -140,6 +140,12 @@ class AgentList(BaseModel):
     agents: list[str]
 
 
+class AgentPath(BaseModel):
+    """The agent named in /agents/<name> and /v1/models/<name>; any other name is a 404."""
+
+    name: str = Field(examples=[DEFAULT_AGENT])
+
+
 class AgentDetails(BaseModel):
     """The body of GET /agents/<name>: what the agent runs with."""
 

@@ -18,8 +18,9 @@ from ..chat.budget import trim_to_budget
 from ..errors import UnknownAgent
 from ..http.apidoc import GENERATION_ERRORS, Media, operation
 from ..http.body import parse_body
-from ..http.errors import use_error_shape
+from ..http.errors import InvalidRequest, use_error_shape
 from ..http.relay import collect_reply, new_generation, stream_body
+from ..http.schemas import AgentPath
 from ..http.state import get_state
 from ..http.stream_formats import SSE, STREAM_HEADERS
 from ..http.trace import current_trace
@@ -48,7 +49,7 @@ def list_models() -> dict[str, Any]:
 
 
 @bp.get("/models/<name>")
-@v1_operation(reply=ModelEntry, raises=(UnknownAgent,))
+@v1_operation(reply=ModelEntry, path=AgentPath, raises=(UnknownAgent,))
 def get_model(name: str) -> dict[str, Any]:
     """The model that stands for one agent."""
     return model_entry(find_agent(get_state().agents, name))
@@ -59,7 +60,7 @@ def get_model(name: str) -> dict[str, Any]:
     reply=ChatCompletion,
     media=(Media(SSE, CompletionEvent, last_data="[DONE]"),),
     body=CompletionRequest,
-    raises=(UnknownAgent, *GENERATION_ERRORS),
+    raises=(InvalidRequest, UnknownAgent, *GENERATION_ERRORS),
 )
 def chat_completions() -> Response:
     """Answer the conversation the client sent, as one JSON body or as server-sent events."""

@@ -9,7 +9,7 @@ from flask import Blueprint
 from ..agents import find_agent
 from ..errors import UnknownAgent
 from ..http.apidoc import operation
-from ..http.schemas import AgentDetails, AgentList
+from ..http.schemas import AgentDetails, AgentList, AgentPath
 from ..http.state import get_state
 
 bp = Blueprint("agents", __name__)
@@ -23,7 +23,7 @@ def list_agents() -> dict[str, list[str]]:
 
 
 @bp.get("/agents/<name>")
-@operation(reply=AgentDetails, raises=(UnknownAgent,))
+@operation(reply=AgentDetails, path=AgentPath, raises=(UnknownAgent,))
 def agent_details(name: str) -> dict[str, Any]:
     """One agent: its description, system prompt, and the model settings it runs with."""
     state = get_state()

@@ -45,6 +45,7 @@ bp = Blueprint("chat", __name__)
     body=ChatRequest,
     headers=ChatHeaders,
     raises=(
+        InvalidRequest,
         UnknownAgent,
         MessageTooLong,
         ConversationBusy,

@@ -27,7 +27,9 @@ bp = Blueprint("conversations", __name__)
 
 
 @bp.get("/conversations")
-@operation(reply=ConversationList, query=ConversationListQuery, raises=(MemoryUnavailable,))
+@operation(
+    reply=ConversationList, query=ConversationListQuery, raises=(InvalidRequest, MemoryUnavailable)
+)
 def list_conversations() -> Response:
     """The caller's conversations, most recently updated first; an empty list, never 404."""
     try:
@@ -51,7 +53,11 @@ def list_conversations() -> Response:
 
 
 @bp.get("/conversations/<conversation_id>")
-@operation(reply=Transcript, path=ConversationPath, raises=(UnknownConversation, MemoryUnavailable))
+@operation(
+    reply=Transcript,
+    path=ConversationPath,
+    raises=(InvalidRequest, UnknownConversation, MemoryUnavailable),
+)
 def show(conversation_id: str) -> Response:
     """Every remembered message of the conversation, oldest first, with its time."""
     store = _store_for(conversation_id)
@@ -75,7 +81,7 @@ def show(conversation_id: str) -> Response:
     status=204,
     reply_text="Forgotten.",
     path=ConversationPath,
-    raises=(UnknownConversation, ConversationBusy, MemoryUnavailable),
+    raises=(InvalidRequest, UnknownConversation, ConversationBusy, MemoryUnavailable),
 )
 def forget(conversation_id: str) -> Response:
     """Forget the conversation (204); 409 while one of its messages is being answered."""
