@@ -1,7 +1,8 @@
 # Entry points: `make demo` shows piagent answering from a real model with no Ollama,
 # `make run` serves piagent (in front of Ollama), `make test` runs its tests (the
-# real-model ones included, hence the demo packages), `make install` only installs
-# what serving needs (a deploy, before starting the systemd service). Each also installs
+# real-model ones included, hence the demo packages), `make fuzz` its generated tests at
+# length, `make install` only installs what serving needs (a deploy, before starting the
+# systemd service). Each also installs
 # the `piagent` command (.venv/bin/piagent: chat, ask, doctor).
 # Each creates the virtual environment in .venv on first use.
 
