@@ -547,7 +547,11 @@ class Report:
         for name, (kind, bound) in BOUNDS.items():
             yield f"{name:<24}{self.before[name]:>10g}{self.after[name]:>10g}  {kind} {bound:g}"
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.tally.statuses.items()))
+        endings = Counter()
+        for (_, got), count in self.tally.outcomes.items():
+            endings[got] += count
         yield f"answers by status: {statuses}; clients that left on purpose: {self.tally.left}"
+        yield f"200s whole: {endings['done']}, cut short by a fault as documented: {endings['cut']}"
         yield f"conversations claimed after the run: {len(self.held)}"
         yield f"problems: {len(self.broken)}"
         yield from (f"  {problem}" for problem in self.broken[:20])

@@ -24,27 +24,31 @@ from .apidoc import Media, Operation, operation_of
 from .auth import PUBLIC_ENDPOINTS, api_keys_on
 from .errors import status_of
 from .request_log import REQUEST_ID_HEADER
+from .schemas import CONVERSATION_HEADER
 from .stream_formats import SSE
 
 OPENAPI_VERSION = "3.1.0"
+# A $ref to each model's component schema, by model and by what it is used for.
+Refs = dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
 _REF = "#/components/schemas/{model}"
 _SECURITY = "apiKey"
 # Flask's <converter(args):name> and <name> become OpenAPI's {name}.
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
-# Headers documented on the requests and replies of every operation.
-# Any value is accepted; one that is not 1 to 128 of [A-Za-z0-9._:-] is replaced.
+# The request id a client may send, on every operation. piagent accepts any value and
+# replaces one it would not log, so the document sets no pattern.
 _REQUEST_ID = {
     "description": "Names the request in piagent's log and is sent back, if it is 1 to 128 "
     "of the characters A-Z a-z 0-9 . _ : - (otherwise piagent makes an id of its own).",
     "schema": {"type": "string"},
 }
+# The reply headers operations refer to by name.
 _REPLY_HEADERS: dict[str, dict[str, Any]] = {
     REQUEST_ID_HEADER: {
         "description": "The request's id, as in the log line piagent writes for it.",
         "required": True,
         "schema": {"type": "string"},
     },
-    "X-Conversation-Id": {
+    CONVERSATION_HEADER: {
         "description": "The conversation this exchange belongs to: the one named, or a new one.",
         "required": True,
         "schema": {"type": "string"},
@@ -120,7 +124,7 @@ def openapi_path(rule: Rule) -> str:
 
 def _schemas(
     specs: list[Operation],
-) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]], dict[str, Any]]:
+) -> tuple[Refs, dict[str, Any]]:
     """Every model the operations name, as component schemas, and a $ref to each."""
     wanted: set[tuple[type[BaseModel], JsonSchemaMode]] = set()
     for spec in specs:
@@ -140,7 +144,7 @@ def _operation(
     rule: Rule,
     view: Callable[..., object],
     spec: Operation,
-    refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]],
+    refs: Refs,
     needs_key: bool,
 ) -> dict[str, Any]:
     summary, _, description = (view.__doc__ or rule.endpoint).strip().partition("\n")
@@ -179,9 +183,7 @@ def _operation(
     return found
 
 
-def _success(
-    spec: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
-) -> dict[str, Any]:
+def _success(spec: Operation, refs: Refs) -> dict[str, Any]:
     """The successful response: its body in every media type, and its headers."""
     content: dict[str, Any] = {}
     if spec.reply is not None:
@@ -199,9 +201,7 @@ def _success(
     return response
 
 
-def _media_schema(
-    media: Media, refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
-) -> dict[str, Any]:
+def _media_schema(media: Media, refs: Refs) -> dict[str, Any]:
     """Text; an SSE event whose data is a JSON event; or NDJSON as an array of events."""
     if media.event is None:
         return {"type": "string"}
