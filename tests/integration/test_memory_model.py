@@ -12,7 +12,7 @@ redis-server, whose expiry follows Redis's own clock: there the clock stands sti
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +79,7 @@ class ModelStore:
     # Least recently used first.
     conversations: OrderedDict[str, ModelConversation] = field(default_factory=OrderedDict)
     holds: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (holder, until)
+    seen: Counter[str] = field(default_factory=Counter)  # what happened: evictions, expiry...
 
     def forget_idle(self, now: float) -> None:
         """Idle past the TTL is gone: before any answer, whatever the backend does when."""
@@ -87,11 +88,15 @@ class ModelStore:
         for key, conversation in list(self.conversations.items()):
             if conversation.last_used < now - self.limits.ttl_s:
                 del self.conversations[key]
+                self.seen["expired"] += 1
 
     def begin(self, key: str, holder: str, lease_s: float, now: float) -> Recollection | None:
         current = self.holds.get(key)
         if current is not None and current[1] > now:
+            self.seen["busy"] += 1
             return None
+        if current is not None and current[0] != holder:
+            self.seen["lapsed claim taken over"] += 1
         self.holds[key] = (holder, now + lease_s)
         self.forget_idle(now)
         conversation = self.conversations.get(key)
@@ -153,7 +158,10 @@ class ModelStore:
             StoredMessage("assistant", exchange.reply_text[:longest], now),
         ]
         conversation = self.conversations.get(key) or ModelConversation([], now)
-        conversation.messages = trimmed(conversation.messages + added, self.limits)
+        messages = conversation.messages + added
+        conversation.messages = trimmed(messages, self.limits)
+        if len(conversation.messages) < len(messages):
+            self.seen["trimmed"] += 1
         if not conversation.messages:
             self.conversations.pop(key, None)
             return
@@ -163,6 +171,7 @@ class ModelStore:
         self._touch(key, now)
         while len(self.conversations) > self.limits.max_conversations:
             self.conversations.popitem(last=False)
+            self.seen["evicted"] += 1
 
     def _touch(self, key: str, now: float) -> None:
         self.conversations[key].last_used = now
@@ -189,6 +198,11 @@ class StoreMachine(RuleBasedStateMachine):
 
     opener: Opener
     clocked: bool  # idle time and leases follow the injected clock (not Redis)
+    calls: Counter[str]  # how often each rule ran, over every example
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.calls = Counter()
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,17 +210,20 @@ class StoreMachine(RuleBasedStateMachine):
         self.store: ConversationStore | None = None
         self.model: ModelStore | None = None
 
+    # The first value of each list is drawn most often: limits that keep something, a
+    # cap that is reached, expiry on. Below 2 messages nothing is kept at all.
     @initialize(
-        max_messages=st.integers(0, 7),
-        max_conversations=st.integers(1, 4),
-        ttl=st.booleans(),
+        max_messages=st.sampled_from([4, 2, 5, 6, 3, 7, 1, 0]),
+        max_conversations=st.sampled_from([2, 3, 1, 4]),
+        ttl=st.sampled_from([True, False]),
     )
     def open(self, max_messages: int, max_conversations: int, ttl: bool) -> None:
         # On Redis an hour never passes within a test: the TTL is set, and never reached.
         ttl_s = (60.0 if self.clocked else 3600.0) if ttl else 0.0
         limits = MemoryLimits(max_messages, ttl_s, max_conversations, MAX_MESSAGE_CHARS)
         self.store = type(self).opener(limits, self.clock)
-        self.model = ModelStore(limits)
+        self.model = ModelStore(limits, seen=self.calls)
+        self.calls["examples"] += 1
 
     def teardown(self) -> None:
         if self.store is not None:
@@ -217,12 +234,14 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS), holder=st.sampled_from(HOLDERS), data=st.data())
     def begin(self, key: str, holder: str, data: st.DataObject) -> None:
+        self.calls["begin"] += 1
         lease_s = data.draw(self.leases())
         expected = self.model.begin(key, holder, lease_s, self.clock.now)
         assert self.store.begin(key, holder, lease_s) == expected
 
     @rule(key=st.sampled_from(KEYS), holder=st.sampled_from(HOLDERS), data=st.data())
     def renew(self, key: str, holder: str, data: st.DataObject) -> None:
+        self.calls["renew"] += 1
         lease_s = data.draw(self.leases())
         expected = self.model.renew(key, holder, lease_s, self.clock.now)
         assert self.store.renew(key, holder, lease_s) is expected
@@ -237,6 +256,7 @@ class StoreMachine(RuleBasedStateMachine):
     def end_with_an_exchange(
         self, key: str, holder: str, user: str, reply: str, ratio: float | None
     ) -> None:
+        self.calls["end_with_an_exchange"] += 1
         self.clock.now += TICK_S
         exchange = NewExchange(user, reply, asked_at=self.clock.now - 0.5, token_ratio=ratio)
         self.model.end(key, holder, exchange, self.clock.now)
@@ -244,51 +264,67 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS), holder=st.sampled_from(HOLDERS))
     def end_without_an_exchange(self, key: str, holder: str) -> None:
+        self.calls["end_without_an_exchange"] += 1
         self.model.end(key, holder, None, self.clock.now)
         self.store.end(key, holder)
 
     @rule(key=st.sampled_from(KEYS))
     def transcript(self, key: str) -> None:
+        self.calls["transcript"] += 1
         assert self.store.transcript(key) == self.model.transcript(key, self.clock.now)
 
     @rule(key=st.sampled_from(KEYS))
     def forget(self, key: str) -> None:
+        self.calls["forget"] += 1
         assert self.store.forget(key) is self.model.forget(key, self.clock.now)
 
     @rule(namespace=st.sampled_from(NAMESPACES), limit=st.integers(1, 5))
     def conversations(self, namespace: str, limit: int) -> None:
+        self.calls["conversations"] += 1
         expected = self.model.listing(namespace, limit, self.clock.now)
         assert self.store.conversations(namespace, limit) == expected
 
     @rule()
     def count(self) -> None:
+        self.calls["count"] += 1
         assert len(self.store) == self.model.count(self.clock.now)
 
     @precondition(lambda self: self.clocked)
-    @rule(seconds=st.sampled_from([1.0, 5.0, 25.0, 30.0, 59.0, 60.0, 61.0]))
+    # Across the lease (5 or 30 s) and the TTL (60 s), and onto each boundary.
+    @rule(seconds=st.sampled_from([61.0, 31.0, 5.0, 30.0, 60.0, 1.0, 59.0]))
     def wait(self, seconds: float) -> None:
+        self.calls["wait"] += 1
         self.clock.now += seconds
 
 
-def machine_on(opener: Opener, *, clocked: bool) -> type[StoreMachine]:
+def machine_on(name: str, opener: Opener, *, clocked: bool) -> type[StoreMachine]:
     """The machine, driving stores that `opener` builds."""
-    return type(
-        "StoreMachine", (StoreMachine,), {"opener": staticmethod(opener), "clocked": clocked}
-    )
+    return type(name, (StoreMachine,), {"opener": staticmethod(opener), "clocked": clocked})
+
+
+RULES = {"begin", "renew", "end_with_an_exchange", "end_without_an_exchange", "transcript"}
+RULES |= {"forget", "conversations", "count"}
+EVENTS = {"busy", "trimmed", "evicted"}  # each must have happened in some example
 
 
 def run(machine: type[StoreMachine], examples: int) -> None:
+    """Run the machine; check every rule ran (and, when clocked, the clock moved)."""
     run_state_machine_as_test(
         machine,
         settings=settings(
             max_examples=examples * (10 if FUZZ else 1),
-            stateful_step_count=50 if FUZZ else 30,
+            stateful_step_count=60 if FUZZ else 40,
             derandomize=not FUZZ,
             database=None,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    print(f"{machine.__name__}: {dict(machine.calls)}")  # shown with -s or -rA
+    assert machine.calls["examples"] >= examples
+    assert RULES | EVENTS <= set(machine.calls)
+    if machine.clocked:
+        assert {"wait", "expired", "lapsed claim taken over"} <= set(machine.calls)
 
 
 # --- one test per backend --------------------------------------------------------------------
@@ -298,14 +334,14 @@ def test_the_in_process_store_behaves_as_the_model():
     def opener(limits: MemoryLimits, clock: Clock) -> ConversationStore:
         return InProcessStore(limits, clock=clock, wall_clock=clock)
 
-    run(machine_on(opener, clocked=True), examples=150)
+    run(machine_on("InProcessMachine", opener, clocked=True), examples=150)
 
 
 def test_the_sqlite_store_behaves_as_the_model(tmp_path):
     def opener(limits: MemoryLimits, clock: Clock) -> ConversationStore:
         return SqliteStore(tmp_path / f"{uuid.uuid4().hex}.sqlite3", limits, clock=clock)
 
-    run(machine_on(opener, clocked=True), examples=100)
+    run(machine_on("SqliteMachine", opener, clocked=True), examples=100)
 
 
 @pytest.fixture
@@ -328,4 +364,4 @@ def test_the_redis_store_behaves_as_the_model(redis_url, redis_keys):
     def opener(limits: MemoryLimits, clock: Clock) -> ConversationStore:
         return RedisStore(redis_url, limits, prefix=redis_keys(), wall_clock=clock)
 
-    run(machine_on(opener, clocked=False), examples=100)
+    run(machine_on("RedisMachine", opener, clocked=False), examples=100)
