@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..messages import Message
 
 # Unknown fields (tools, n, logprobs, ...) are ignored, and never forwarded upstream.
 _LENIENT = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+# What the document says the parts may be: the validator below refuses any other kind.
+_TEXT_PARTS = WithJsonSchema(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        },
+    }
+)
 
 
 class CompletionMessage(BaseModel):
@@ -21,7 +34,7 @@ class CompletionMessage(BaseModel):
     # "developer" is OpenAI's newer name for a system message.
     role: Literal["system", "developer", "user", "assistant"]
     # A string, or a list of parts of which only `text` ones are understood.
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Annotated[list[dict[str, Any]], _TEXT_PARTS] | None = None
 
     @field_validator("content")
     @classmethod
