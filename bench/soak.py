@@ -1,6 +1,6 @@
 """Soak: one gevent worker takes a long, bounded mix of everything that can happen to it.
 
-    .venv/bin/python bench/soak.py                      # 20,000 requests, a few minutes
+    .venv/bin/python bench/soak.py                      # 20,000 requests, about 5 minutes
     .venv/bin/python bench/soak.py --requests 2000       # a shorter run
 
 piagent runs under `gunicorn -c gunicorn.conf.py` (one gevent worker) in front of the
