@@ -8,6 +8,7 @@ from flask import Flask
 
 from .agents import load_agents
 from .chat.admission import AdmissionGate
+from .docs import routes as docs
 from .http.auth import install_api_keys, load_api_keys
 from .http.errors import register_error_handlers
 from .http.request_log import install_request_log
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         app.register_blueprint(module.bp)
     if settings.web_ui:
         app.register_blueprint(web.bp)
+    if settings.docs:
+        app.register_blueprint(docs.bp)
     if settings.warmup:
         start_warmup(provider, state.models)
     return app

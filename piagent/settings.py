@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     api_keys: SecretStr = SecretStr("")  # comma-separated; a secret, so never printed
     api_keys_file: Path | None = None
     web_ui: bool = True  # the chat page at /
+    docs: bool = True  # the API document at /openapi.json and its page at /docs
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import Message
@@ -202,6 +202,7 @@ class FakeOllama:
         self._cond = threading.Condition()  # guards everything below; notified on generation events
         self._behaviour = Behaviour()
         self._queued: deque[Behaviour] = deque()
+        self._choose: Callable[[RecordedRequest], Behaviour | None] | None = None
         self._requests: list[RecordedRequest] = []
         self._generations: list[Generation] = []
         self._closed: list[Generation] = []
@@ -278,11 +279,22 @@ class FakeOllama:
             self._queued.append(chosen)
         return chosen
 
+    def behave_per_request(self, choose: Callable[[RecordedRequest], Behaviour | None]) -> None:
+        """Let `choose` pick each request's behaviour from the request itself.
+
+        For concurrent clients, whose requests arrive in no set order: each one can carry
+        its own script (in its messages, say). Queued behaviours still come first, and a
+        None from `choose` means the behaviour set by behave().
+        """
+        with self._cond:
+            self._choose = choose
+
     def reset(self) -> None:
         """Forget requests, generations and queued behaviours; restore the default behaviour."""
         with self._cond:
             self._behaviour = Behaviour()
             self._queued.clear()
+            self._choose = None
             self._requests.clear()
             self._generations.clear()
             self._closed.clear()
@@ -333,9 +345,12 @@ class FakeOllama:
             self._cond.notify_all()
         return generation
 
-    def _next_behaviour(self) -> Behaviour:
+    def _next_behaviour(self, request: RecordedRequest) -> Behaviour:
         with self._cond:
-            return self._queued.popleft() if self._queued else self._behaviour
+            if self._queued:
+                return self._queued.popleft()
+            choose, default = self._choose, self._behaviour
+        return (choose(request) if choose is not None else None) or default
 
     def _note_client_closed(self, generation: Generation) -> None:
         with self._cond:
@@ -491,7 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
             generation.outcome = "rejected"
             self._send_json(generation, problem[0], {"error": problem[1]})
             return
-        behaviour = generation.behaviour = self.server.fake._next_behaviour()
+        behaviour = generation.behaviour = self.server.fake._next_behaviour(generation.request)
         if not self._pause(generation, behaviour.first_token_delay):
             return
         if behaviour.status is not None:

@@ -13,8 +13,13 @@ from ..errors import Unauthorized
 from ..settings import ConfigError, Settings
 
 # Liveness and readiness stay open for load balancers and systemd checks; the chat page
-# and its static files hold no secret, and ask for the key themselves.
-PUBLIC_ENDPOINTS = frozenset({"health.health", "ready.ready", "web.page", "web.asset"})
+# and its static files hold no secret, and ask for the key themselves; nor does the API
+# document, whose page asks for the key to try the routes.
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.health", "ready.ready", "web.page", "web.asset"}
+    | {"docs.openapi", "docs.page", "docs.asset"}
+)
+_EXTENSION = "piagent.api_keys"
 MIN_KEY_LENGTH = 16
 _NEEDS_KEY = "this server needs an API key: send the header Authorization: Bearer <key>"
 
@@ -81,12 +86,18 @@ def load_api_keys(settings: Settings) -> ApiKeys | None:
 
 def install_api_keys(app: Flask, keys: ApiKeys) -> None:
     """Require a key on every route but the public ones."""
+    app.extensions[_EXTENSION] = keys
 
     @app.before_request
     def require_api_key() -> None:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return
         g.api_key_id = keys.identify(request.headers.get("Authorization"))
+
+
+def api_keys_on(app: Flask) -> bool:
+    """Whether `app` requires API keys."""
+    return _EXTENSION in app.extensions
 
 
 def api_key_id() -> str | None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from ..agents import DEFAULT_AGENT
 from ..messages import MESSAGE_MAX_CHARS
@@ -18,8 +19,14 @@ class ChatRequest(BaseModel):
     # strict: JSON types only, so "stream": "yes" is an error rather than True.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    message: str = Field(min_length=1, max_length=MESSAGE_MAX_CHARS)
-    agent: str = DEFAULT_AGENT
+    # The pattern only tells the document's readers what _has_text checks.
+    message: str = Field(
+        min_length=1,
+        max_length=MESSAGE_MAX_CHARS,
+        examples=["How do I see free disk space?"],
+        json_schema_extra={"pattern": r"\S"},
+    )
+    agent: str = Field(DEFAULT_AGENT, examples=[DEFAULT_AGENT])
     stream: bool = False
     conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID_PATTERN)
 
@@ -52,6 +59,13 @@ class ChatHeaders(BaseModel):
     )
 
 
+class TokenUsage(BaseModel):
+    """Token counts of one answer, as the model server reported them (null when it did not)."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
 class ChatReply(BaseModel):
     """The body of a non-stream POST /chat answer."""
 
@@ -59,7 +73,7 @@ class ChatReply(BaseModel):
     conversation_id: str
     model: str
     provider: str
-    usage: dict[str, int | None] | None = None
+    usage: TokenUsage | None = None
     done_reason: str | None = None
 
 
@@ -105,3 +119,87 @@ class ConversationList(BaseModel):
     """The body of GET /conversations: the caller's conversations, newest update first."""
 
     conversations: list[ConversationListItem]
+
+
+class HealthReply(BaseModel):
+    """The body of GET /health."""
+
+    status: Literal["ok"]
+
+
+class ReadyReply(BaseModel):
+    """The body of GET /ready: every model the agents use is there."""
+
+    status: Literal["ready"]
+    models: list[str]
+
+
+class AgentList(BaseModel):
+    """The body of GET /agents."""
+
+    agents: list[str]
+
+
+class AgentPath(BaseModel):
+    """The agent named in /agents/<name> and /v1/models/<name>; any other name is a 404."""
+
+    name: str = Field(examples=[DEFAULT_AGENT])
+
+
+class AgentDetails(BaseModel):
+    """The body of GET /agents/<name>: what the agent runs with."""
+
+    name: str
+    description: str | None
+    provider: str
+    model: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str
+
+
+class FieldError(BaseModel):
+    """One broken rule of a request: where (body, query, path or header, then the field)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorReply(BaseModel):
+    """Every error of piagent's own routes: a sentence, or one entry per broken rule."""
+
+    detail: str | list[FieldError]
+
+
+# --- the events of a streamed /chat answer (SSE `data:` or one NDJSON line each) ------------
+
+
+class DeltaEvent(BaseModel):
+    """A fragment of the reply, as the model wrote it."""
+
+    type: Literal["delta"]
+    text: str
+
+
+class DoneEvent(BaseModel):
+    """The reply is complete and kept; the last event of a stream that succeeded."""
+
+    type: Literal["done"]
+    conversation_id: str
+    model: str
+    done_reason: str | None
+    usage: TokenUsage
+
+
+class ErrorEvent(BaseModel):
+    """The reply failed after the stream began; the last event, and nothing was kept."""
+
+    type: Literal["error"]
+    detail: str | list[FieldError]
+
+
+class StreamEvent(
+    RootModel[Annotated[DeltaEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]]
+):
+    """One event of a streamed /chat answer: deltas, then `done` or `error`."""

@@ -96,7 +96,7 @@ WHERE c.id = :id AND c.last_used >= :oldest ORDER BY m.seq
 # conversations of MEMORY_MAX_TURNS messages each, so the cost stays bounded.
 _LIST = """
 SELECT substr(c.id, length(:namespace) + 1), count(*), max(m.at), (
-    SELECT substr(f.content, 1, :title_chars) FROM messages AS f
+    SELECT f.content FROM messages AS f
     WHERE f.conversation_id = c.id AND f.role = 'user' ORDER BY f.seq LIMIT 1
 )
 FROM conversations AS c JOIN messages AS m ON m.conversation_id = c.id
@@ -203,13 +203,15 @@ class SqliteStore:
         listing = {
             "namespace": namespace,
             "oldest": self._oldest_alive(self._clock()),
-            "title_chars": TITLE_MAX_CHARS,
             "limit": limit,
         }
         with self._transaction(write=False) as db:
             rows = db.execute(_LIST, listing).fetchall()
         return [
-            ConversationSummary(conversation_id=key, title=title, updated_at=at, messages=count)
+            # Cut here, not by SQL: SQLite's substr() stops at a NUL, which a message may hold.
+            ConversationSummary(
+                conversation_id=key, title=title[:TITLE_MAX_CHARS], updated_at=at, messages=count
+            )
             for key, count, at, title in rows
         ]
 

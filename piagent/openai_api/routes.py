@@ -8,40 +8,60 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from ..agents import find_agent
 from ..chat.budget import trim_to_budget
+from ..errors import MessageTooLong, UnknownAgent
+from ..http.apidoc import GENERATION_ERRORS, Media, operation
 from ..http.body import parse_body
-from ..http.errors import OPENAI_STATUSES, use_error_shape
+from ..http.errors import OPENAI_STATUSES, InvalidRequest, use_error_shape
 from ..http.relay import collect_reply, new_generation, stream_body
+from ..http.schemas import AgentPath
 from ..http.state import get_state
-from ..http.stream_formats import STREAM_HEADERS
+from ..http.stream_formats import SSE, STREAM_HEADERS
 from ..http.trace import current_trace
 from ..messages import Message
 from .errors import openai_shape
 from .format import ChunkFormat, Completion, model_entry
-from .schemas import CompletionRequest
+from .schemas import (
+    ChatCompletion,
+    CompletionEvent,
+    CompletionRequest,
+    ModelEntry,
+    ModelList,
+    OpenAIErrorReply,
+)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 use_error_shape(bp, openai_shape, statuses=OPENAI_STATUSES)
+v1_operation = partial(operation, error_reply=OpenAIErrorReply, statuses=OPENAI_STATUSES)
 
 
 @bp.get("/models")
+@v1_operation(reply=ModelList)
 def list_models() -> dict[str, Any]:
     """One model per agent."""
     return {"object": "list", "data": [model_entry(a) for a in get_state().agents.values()]}
 
 
 @bp.get("/models/<name>")
+@v1_operation(reply=ModelEntry, path=AgentPath, raises=(UnknownAgent,))
 def get_model(name: str) -> dict[str, Any]:
     """The model that stands for one agent."""
     return model_entry(find_agent(get_state().agents, name))
 
 
 @bp.post("/chat/completions")
+@v1_operation(
+    reply=ChatCompletion,
+    media=(Media(SSE, CompletionEvent, last_data="[DONE]"),),
+    body=CompletionRequest,
+    raises=(InvalidRequest, UnknownAgent, MessageTooLong, *GENERATION_ERRORS),
+)
 def chat_completions() -> Response:
     """Answer the conversation the client sent, as one JSON body or as server-sent events."""
     state = get_state()

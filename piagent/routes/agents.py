@@ -7,18 +7,23 @@ from typing import Any
 from flask import Blueprint
 
 from ..agents import find_agent
+from ..errors import UnknownAgent
+from ..http.apidoc import operation
+from ..http.schemas import AgentDetails, AgentList, AgentPath
 from ..http.state import get_state
 
 bp = Blueprint("agents", __name__)
 
 
 @bp.get("/agents")
+@operation(reply=AgentList)
 def list_agents() -> dict[str, list[str]]:
     """Names of every available agent."""
     return {"agents": list(get_state().agents)}
 
 
 @bp.get("/agents/<name>")
+@operation(reply=AgentDetails, path=AgentPath, raises=(UnknownAgent,))
 def agent_details(name: str) -> dict[str, Any]:
     """One agent: its description, system prompt, and the model settings it runs with."""
     state = get_state()

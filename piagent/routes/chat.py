@@ -10,7 +10,14 @@ from pydantic import ValidationError
 
 from ..agents import find_agent
 from ..chat.conversation import Turn
-from ..errors import MemoryUnavailable, ReplyNotKept
+from ..errors import (
+    ConversationBusy,
+    MemoryUnavailable,
+    MessageTooLong,
+    ReplyNotKept,
+    UnknownAgent,
+)
+from ..http.apidoc import GENERATION_ERRORS, Media, operation
 from ..http.auth import conversation_key
 from ..http.body import parse_body
 from ..http.errors import InvalidRequest
@@ -21,15 +28,32 @@ from ..http.schemas import (
     ChatHeaders,
     ChatReply,
     ChatRequest,
+    StreamEvent,
 )
 from ..http.state import get_state
-from ..http.stream_formats import STREAM_HEADERS, negotiate
+from ..http.stream_formats import NDJSON, SSE, STREAM_HEADERS, TEXT, negotiate
 from ..http.trace import current_trace
 
 bp = Blueprint("chat", __name__)
 
 
 @bp.post("/chat")
+@operation(
+    reply=ChatReply,
+    media=(Media(TEXT), Media(SSE, StreamEvent), Media(NDJSON, StreamEvent)),
+    reply_headers=(CONVERSATION_HEADER,),
+    body=ChatRequest,
+    headers=ChatHeaders,
+    raises=(
+        InvalidRequest,
+        UnknownAgent,
+        MessageTooLong,
+        ConversationBusy,
+        MemoryUnavailable,
+        ReplyNotKept,
+        *GENERATION_ERRORS,
+    ),
+)
 def chat() -> Response:
     """Answer one message, as a JSON reply or as a stream (text, SSE or NDJSON)."""
     state = get_state()

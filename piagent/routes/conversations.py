@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from ..errors import ConversationBusy, UnknownConversation
+from ..errors import ConversationBusy, MemoryUnavailable, UnknownConversation
+from ..http.apidoc import operation
 from ..http.auth import conversation_key, conversation_namespace
 from ..http.errors import InvalidRequest
 from ..http.schemas import (
@@ -26,6 +27,9 @@ bp = Blueprint("conversations", __name__)
 
 
 @bp.get("/conversations")
+@operation(
+    reply=ConversationList, query=ConversationListQuery, raises=(InvalidRequest, MemoryUnavailable)
+)
 def list_conversations() -> Response:
     """The caller's conversations, most recently updated first; an empty list, never 404."""
     try:
@@ -49,6 +53,11 @@ def list_conversations() -> Response:
 
 
 @bp.get("/conversations/<conversation_id>")
+@operation(
+    reply=Transcript,
+    path=ConversationPath,
+    raises=(InvalidRequest, UnknownConversation, MemoryUnavailable),
+)
 def show(conversation_id: str) -> Response:
     """Every remembered message of the conversation, oldest first, with its time."""
     store = _store_for(conversation_id)
@@ -68,6 +77,12 @@ def show(conversation_id: str) -> Response:
 
 
 @bp.delete("/conversations/<conversation_id>")
+@operation(
+    status=204,
+    reply_text="Forgotten.",
+    path=ConversationPath,
+    raises=(InvalidRequest, UnknownConversation, ConversationBusy, MemoryUnavailable),
+)
 def forget(conversation_id: str) -> Response:
     """Forget the conversation (204); 409 while one of its messages is being answered."""
     store = _store_for(conversation_id)

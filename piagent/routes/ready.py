@@ -5,12 +5,15 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ..errors import NotReady
+from ..http.apidoc import operation
+from ..http.schemas import ReadyReply
 from ..http.state import get_state
 
 bp = Blueprint("ready", __name__)
 
 
 @bp.get("/ready")
+@operation(reply=ReadyReply, raises=(NotReady,))
 def ready() -> dict[str, object]:
     """Ready to answer chats, or 503 saying what to do."""
     state = get_state()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, render_template, request, send_from_directory
 
+from ..http.apidoc import undocumented
+
 bp = Blueprint("web", __name__, template_folder="templates")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -31,11 +33,14 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
 }
+# The API document is for programs; the page and its files are for a browser to load.
+_FOR_BROWSERS = "the chat page, for a browser: HTML and its static files, not an API"
 # An asset asked for with its current fingerprint (?v=) never changes under that URL.
 IMMUTABLE_MAX_AGE_S = 365 * 24 * 3600
 
 
 @bp.get("/")
+@undocumented(_FOR_BROWSERS)
 def page() -> Response:
     """The chat page; revalidated on every load (ETag), so a new version shows at once."""
     html = render_template("index.html", asset_url=asset_url)
@@ -46,6 +51,7 @@ def page() -> Response:
 
 
 @bp.get("/static/<path:filename>")
+@undocumented(_FOR_BROWSERS)
 def asset(filename: str) -> Response:
     """A static file: cached for good under its fingerprinted URL, revalidated otherwise."""
     fingerprint = _fingerprints().get(filename)

@@ -506,6 +506,14 @@ def test_listing_cuts_titles_to_80_whole_characters(open_store, clock):
 
 
 @on(*BACKENDS)
+def test_listing_keeps_a_title_past_a_nul_character(open_store):
+    # Found by tests/integration/test_memory_model.py: SQLite's substr() stopped at the NUL.
+    store = open_store()
+    save(store, "c", "\x00 then text")
+    assert [s.title for s in store.conversations("", 50)] == ["\x00 then text"]
+
+
+@on(*BACKENDS)
 def test_listing_takes_the_title_from_the_first_remembered_message(open_store, clock):
     store = open_store(max_messages=2)
     save(store, "c", "first question")

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "piagent"
 # The core knows nothing of the web framework or of the layers above it.
 CORE = ("piagent.chat", "piagent.memory", "piagent.providers", "piagent.ops", "piagent.errors")
 CORE += ("piagent.messages", "piagent.settings", "piagent.agents", "piagent.urls")
-ABOVE_CORE = ("piagent.http", "piagent.routes", "piagent.openai_api", "piagent.web")
+ABOVE_CORE = ("piagent.http", "piagent.routes", "piagent.openai_api", "piagent.web", "piagent.docs")
 WEB_FRAMEWORK = ("flask", "werkzeug")
 
 

@@ -1,0 +1,1 @@
+"""The API document (/openapi.json) and its interactive page (/docs)."""
