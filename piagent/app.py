@@ -1,4 +1,4 @@
-"""piagent: a small agent server in front of a local Ollama, for a Raspberry Pi."""
+"""The app factory: settings, agents, memory, provider and routes, built once per app."""
 
 from __future__ import annotations
 

@@ -7,33 +7,16 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, send_from_directory
 
-from ..http.apidoc import undocumented
-from ..http.openapi import build_document
+from ..http.pages import serve_as_pages
+from .apidoc import undocumented
+from .openapi import build_document
 
 bp = Blueprint("docs", __name__, template_folder="templates")
+# Swagger UI sets styles from its scripts and draws icons from data: URIs.
+serve_as_pages(bp, style_src="'self' 'unsafe-inline'", img_src="'self' data:")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-# Swagger UI sets styles from its scripts and draws icons from data: URIs; everything
-# else comes from this server, and nothing may frame the page.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 _DOCUMENT = "piagent.openapi"
 _SELF = "the API document and its page describe the API; they are not part of it"
 
@@ -61,13 +44,6 @@ def asset(filename: str) -> Response:
     """Swagger UI's files and the script that starts it, revalidated on every load."""
     response = send_from_directory(STATIC_DIR, filename)
     response.cache_control.no_cache = True
-    return response
-
-
-@bp.after_request
-def secure(response: Response) -> Response:
-    """Every answer of this blueprint carries the security headers."""
-    response.headers.update(SECURITY_HEADERS)
     return response
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MemoryUnavailable
+from . import sqlite_sql as sql
 from .base import (
     TITLE_MAX_CHARS,
     ConversationSummary,
@@ -30,94 +31,6 @@ from .base import (
 
 # How long a worker waits for another one's write transaction before giving up.
 BUSY_TIMEOUT_S = 5.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    last_used REAL NOT NULL,     -- clock seconds, for idle expiry
-    touched INTEGER NOT NULL,    -- a use counter: the exact LRU order, even within a clock tick
-    token_ratio REAL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS conversations_by_last_used ON conversations (last_used);
-CREATE INDEX IF NOT EXISTS conversations_by_touched ON conversations (touched);
-
-CREATE TABLE IF NOT EXISTS messages (
-    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (conversation_id, seq)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS holds (
-    conversation_id TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS holds_by_until ON holds (until);
-
--- count(*) reads the whole table; the LRU cap needs the count on every new conversation.
-CREATE TABLE IF NOT EXISTS tally (conversations INTEGER NOT NULL);
-INSERT INTO tally SELECT 0 WHERE NOT EXISTS (SELECT * FROM tally);
-CREATE TRIGGER IF NOT EXISTS tally_insert AFTER INSERT ON conversations
-BEGIN UPDATE tally SET conversations = conversations + 1; END;
-CREATE TRIGGER IF NOT EXISTS tally_delete AFTER DELETE ON conversations
-BEGIN UPDATE tally SET conversations = conversations - 1; END;
-"""
-
-_SAVE_CONVERSATION = """
-INSERT INTO conversations (id, last_used, touched, token_ratio)
-VALUES (:id, :now, (SELECT coalesce(max(touched), 0) + 1 FROM conversations), :ratio)
-ON CONFLICT (id) DO UPDATE SET
-    last_used = excluded.last_used,
-    touched = excluded.touched,
-    token_ratio = coalesce(excluded.token_ratio, token_ratio)
-"""
-_DROP_LEAST_RECENT = """
-DELETE FROM conversations WHERE id IN (
-    SELECT id FROM conversations ORDER BY touched
-    LIMIT max(0, (SELECT conversations FROM tally) - :max)
-)
-"""
-_TOUCH = """
-UPDATE conversations
-SET last_used = :now, touched = (SELECT max(touched) + 1 FROM conversations)
-WHERE id = :id AND last_used >= :oldest
-RETURNING token_ratio
-"""
-_TRANSCRIPT = """
-SELECT m.role, m.content, m.at FROM messages AS m JOIN conversations AS c
-ON c.id = m.conversation_id
-WHERE c.id = :id AND c.last_used >= :oldest ORDER BY m.seq
-"""
-# The conversations of one namespace: keys that are the namespace and then an id without
-# a "/". Every message is read once, and the store holds at most MEMORY_MAX_CONVERSATIONS
-# conversations of MEMORY_MAX_TURNS messages each, so the cost stays bounded.
-_LIST = """
-SELECT substr(c.id, length(:namespace) + 1), count(*), max(m.at), (
-    SELECT f.content FROM messages AS f
-    WHERE f.conversation_id = c.id AND f.role = 'user' ORDER BY f.seq LIMIT 1
-)
-FROM conversations AS c JOIN messages AS m ON m.conversation_id = c.id
-WHERE c.last_used >= :oldest
-    AND substr(c.id, 1, length(:namespace)) = :namespace
-    AND instr(substr(c.id, length(:namespace) + 1), '/') = 0
-GROUP BY c.id
-ORDER BY max(m.at) DESC, c.touched DESC
-LIMIT :limit
-"""
-_HOLD = """
-INSERT INTO holds (conversation_id, holder, until) VALUES (:id, :holder, :until)
-ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, until = excluded.until
-WHERE holds.until <= :now
-"""
-# A lapsed claim is not renewed, even before anyone takes it: renewing it would hide
-# that another request could have begun meanwhile (and Redis forgets it anyway).
-_RENEW = """
-UPDATE holds SET until = :until
-WHERE conversation_id = :id AND holder = :holder AND until > :now
-"""
 
 
 class SqliteStore:
@@ -144,7 +57,7 @@ class SqliteStore:
             # fsync per commit; only a power cut can lose the last moments of conversation.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{sql.SCHEMA}\nCOMMIT;")
         self._identity = _identity(path)
 
     def begin(self, conversation_id: str, holder: str, lease_s: float) -> Recollection | None:
@@ -153,9 +66,9 @@ class SqliteStore:
         claim = {"id": conversation_id, "holder": holder, "until": now + lease_s, "now": now}
         touch = {"id": conversation_id, "now": now, "oldest": self._oldest_alive(now)}
         with self._transaction() as db:
-            if db.execute(_HOLD, claim).rowcount != 1:
+            if db.execute(sql.HOLD, claim).rowcount != 1:
                 return None
-            touched = db.execute(_TOUCH, touch).fetchone()
+            touched = db.execute(sql.TOUCH, touch).fetchone()
             if touched is None:
                 return Recollection([])
             rows = db.execute(
@@ -169,7 +82,7 @@ class SqliteStore:
         now = self._clock()
         claim = {"id": conversation_id, "holder": holder, "until": now + lease_s, "now": now}
         with self._transaction() as db:
-            return db.execute(_RENEW, claim).rowcount == 1
+            return db.execute(sql.RENEW, claim).rowcount == 1
 
     def end(self, conversation_id: str, holder: str, exchange: NewExchange | None = None) -> None:
         """Keep the exchange, if any, and let go of the claim."""
@@ -185,7 +98,7 @@ class SqliteStore:
         """Every remembered message with its time; looking does not count as use."""
         oldest = self._oldest_alive(self._clock())
         with self._transaction(write=False) as db:
-            rows = db.execute(_TRANSCRIPT, {"id": conversation_id, "oldest": oldest}).fetchall()
+            rows = db.execute(sql.TRANSCRIPT, {"id": conversation_id, "oldest": oldest}).fetchall()
         return [StoredMessage(*row) for row in rows] or None
 
     def forget(self, conversation_id: str) -> bool:
@@ -206,7 +119,7 @@ class SqliteStore:
             "limit": limit,
         }
         with self._transaction(write=False) as db:
-            rows = db.execute(_LIST, listing).fetchall()
+            rows = db.execute(sql.LIST, listing).fetchall()
         return [
             # Cut here, not by SQL: SQLite's substr() stops at a NUL, which a message may hold.
             ConversationSummary(
@@ -252,7 +165,7 @@ class SqliteStore:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             return
         saved = {"id": conversation_id, "now": now, "ratio": exchange.token_ratio}
-        db.execute(_SAVE_CONVERSATION, saved)
+        db.execute(sql.SAVE_CONVERSATION, saved)
         held, last = db.execute(
             "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?",
             (conversation_id,),
@@ -269,7 +182,7 @@ class SqliteStore:
             "SELECT seq FROM messages WHERE conversation_id = :id ORDER BY seq LIMIT :dropped)",
             {"id": conversation_id, "dropped": self._limits.dropped(held + 2, exchange.forgotten)},
         )
-        db.execute(_DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
+        db.execute(sql.DROP_LEAST_RECENT, {"max": self._limits.max_conversations})
 
     def _oldest_alive(self, now: float) -> float:
         """The earliest last use of a conversation that has not expired."""

@@ -15,8 +15,8 @@ from flask import Blueprint, Response, jsonify
 
 from ..agents import find_agent
 from ..chat.budget import trim_to_budget
+from ..docs.apidoc import GENERATION_ERRORS, Media, operation
 from ..errors import MessageTooLong, UnknownAgent
-from ..http.apidoc import GENERATION_ERRORS, Media, operation
 from ..http.body import parse_body
 from ..http.errors import OPENAI_STATUSES, InvalidRequest, use_error_shape
 from ..http.relay import collect_reply, new_generation, stream_body

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import select_proxy
-from urllib3.exceptions import NameResolutionError, ReadTimeoutError
+from urllib3.exceptions import ReadTimeoutError
 
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..errors import UpstreamError, UpstreamTimeout
 from ..messages import Message
 from ..urls import scrub_credentials, without_credentials
 from .base import Timeouts
 from .chunked import ChunkedDecoder, ChunkingError
+from .connection_faults import unreachable
 from .deadline import ReadDeadline
 
 # What a model server answers when the request itself is at fault (a bad parameter, a
@@ -96,7 +93,7 @@ class UpstreamClient:
                 f"{limits.connect_s:g} s"
             ) from None
         except requests.ConnectionError as exc:
-            raise self._connection_error(exc) from None
+            raise unreachable(exc, self.server, self._url, self._variable, self._proxies) from None
         except requests.Timeout:
             waited = "produced no first token" if stream else "did not answer"
             raise UpstreamTimeout(f"{self.server} {waited} within {first_read_s:g} s") from None
@@ -126,7 +123,7 @@ class UpstreamClient:
                 f"{self.server} at {self.base_url} did not answer within {timeout_s:g} s"
             ) from None
         except requests.ConnectionError as exc:
-            raise self._connection_error(exc) from None
+            raise unreachable(exc, self.server, self._url, self._variable, self._proxies) from None
         except requests.RequestException as exc:
             raise UpstreamError(
                 f"request to {self.server} at {self.base_url} failed: {scrub_credentials(str(exc))}"
@@ -141,64 +138,6 @@ class UpstreamClient:
             raise UpstreamError(
                 f"{self.server} at {self.base_url} sent a reply to {path} piagent cannot read"
             ) from None
-
-    def _connection_error(self, exc: requests.ConnectionError) -> UpstreamUnreachable:
-        """No connection: name the step that failed (proxy, name, TLS, server) and its setting."""
-        where = f"{self.server} at {self.base_url} cannot be reached"
-        causes = list(_causes(exc))
-        if isinstance(exc, requests.exceptions.ProxyError):
-            proxy = without_credentials(select_proxy(self._url, self._proxies) or "")
-            variable = _proxy_variable(urlsplit(self._url).scheme)
-            return UpstreamUnreachable(
-                f"{where}: proxy refused (the proxy {proxy} from {variable}: "
-                f"{_reason(causes[-1])}); check {variable}, or add the host of "
-                f"{self._variable} to NO_PROXY"
-            )
-        if any(isinstance(cause, NameResolutionError) for cause in causes):
-            host = urlsplit(self._url).hostname
-            return UpstreamUnreachable(
-                f"{where}: host name {host} not found (DNS); check {self._variable}"
-            )
-        if isinstance(exc, requests.exceptions.SSLError):
-            untrusted = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
-            if untrusted:
-                return UpstreamUnreachable(
-                    f"{where}: certificate not trusted ({untrusted[0].verify_message}); "
-                    f"check {self._variable}, or set REQUESTS_CA_BUNDLE to a file holding "
-                    "the authority that signed it"
-                )
-            return UpstreamUnreachable(
-                f"{where}: TLS failed ({_reason(causes[-1])}); check that {self._variable} "
-                "says https:// only for a server that speaks TLS"
-            )
-        return UpstreamUnreachable(
-            f"{self.server} is not reachable at {self.base_url}: is it running? ({self._variable})"
-        )
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and what it wraps: requests wraps urllib3's errors, which wrap the socket's."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        wrapped = getattr(current, "reason", None)  # urllib3's MaxRetryError
-        if not isinstance(wrapped, BaseException):
-            wrapped = next((a for a in current.args if isinstance(a, BaseException)), None)
-        current = wrapped or current.__cause__ or current.__context__
-
-
-def _reason(cause: BaseException) -> str:
-    """The innermost error's words: an OSError's strerror, a TLS error's reason, or its text."""
-    words = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or str(cause)
-    return scrub_credentials(str(words))
-
-
-def _proxy_variable(scheme: str) -> str:
-    """The variable that gave the proxy for `scheme`, looked up in the order requests uses."""
-    names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
-    return next((name for name in names if os.environ.get(name)), names[1])
 
 
 class UpstreamResponse:

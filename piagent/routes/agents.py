@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint
 
 from ..agents import find_agent
+from ..docs.apidoc import operation
 from ..errors import UnknownAgent
-from ..http.apidoc import operation
 from ..http.schemas import AgentDetails, AgentList, AgentPath
 from ..http.state import get_state
 

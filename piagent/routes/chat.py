@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ..agents import find_agent
 from ..chat.conversation import Turn
+from ..docs.apidoc import GENERATION_ERRORS, Media, operation
 from ..errors import (
     ConversationBusy,
     MemoryUnavailable,
@@ -17,7 +18,6 @@ from ..errors import (
     ReplyNotKept,
     UnknownAgent,
 )
-from ..http.apidoc import GENERATION_ERRORS, Media, operation
 from ..http.auth import conversation_key
 from ..http.body import parse_body
 from ..http.errors import InvalidRequest

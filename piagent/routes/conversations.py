@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
+from ..docs.apidoc import operation
 from ..errors import ConversationBusy, MemoryUnavailable, UnknownConversation
-from ..http.apidoc import operation
 from ..http.auth import conversation_key, conversation_namespace
 from ..http.errors import InvalidRequest
 from ..http.schemas import (

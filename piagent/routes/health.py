@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..http.apidoc import operation
+from ..docs.apidoc import operation
 from ..http.schemas import HealthReply
 
 bp = Blueprint("health", __name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from ..docs.apidoc import Media, operation
 from ..errors import MemoryUnavailable
-from ..http.apidoc import Media, operation
 from ..http.state import get_state
 from ..http.stream_formats import TEXT
 

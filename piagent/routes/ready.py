@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from ..docs.apidoc import operation
 from ..errors import NotReady
-from ..http.apidoc import operation
 from ..http.schemas import ReadyReply
 from ..http.state import get_state
 

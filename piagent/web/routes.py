@@ -8,31 +8,14 @@ from pathlib import Path
 
 from flask import Blueprint, Response, render_template, request, send_from_directory
 
-from ..http.apidoc import undocumented
+from ..docs.apidoc import undocumented
+from ..http.pages import serve_as_pages
 
 bp = Blueprint("web", __name__, template_folder="templates")
+# The page runs only its own files: no inline script or style, no eval.
+serve_as_pages(bp, style_src="'self'", img_src="'self'")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# The page runs only its own files: no inline script or style, no eval, no other origin
-# for scripts, styles, images or connections, and no framing.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
-}
 # The API document is for programs; the page and its files are for a browser to load.
 _FOR_BROWSERS = "the chat page, for a browser: HTML and its static files, not an API"
 # An asset asked for with its current fingerprint (?v=) never changes under that URL.
@@ -64,13 +47,6 @@ def asset(filename: str) -> Response:
         response.cache_control.immutable = True
     else:
         response.cache_control.no_cache = True
-    return response
-
-
-@bp.after_request
-def secure(response: Response) -> Response:
-    """Every answer of this blueprint (errors too) carries the security headers."""
-    response.headers.update(SECURITY_HEADERS)
     return response
 
 

@@ -77,3 +77,23 @@ def test_there_are_no_import_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+# The sizes a newcomer can take in: a folder of modules is read at a glance, a module in
+# one sitting. Past these, split by subject rather than raise them.
+MOST_MODULES_IN_A_FOLDER = 10
+MOST_LINES_IN_A_MODULE = 260
+
+
+@pytest.mark.parametrize(
+    "folder", sorted({p.parent for p in PACKAGE.rglob("*.py")}), ids=lambda p: p.name
+)
+def test_no_folder_holds_more_modules_than_can_be_read_at_a_glance(folder):
+    modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+    assert len(modules) <= MOST_MODULES_IN_A_FOLDER, f"{folder.name}/ has {len(modules)}"
+
+
+@pytest.mark.parametrize("module", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.stem)
+def test_no_module_is_longer_than_a_sitting(module):
+    lines = len(module.read_text().splitlines())
+    assert lines <= MOST_LINES_IN_A_MODULE, f"{module.name} has {lines} lines"

@@ -9,9 +9,9 @@ from flask import Blueprint, Flask
 from openapi_spec_validator import validate
 
 from piagent.app import create_app
+from piagent.docs.apidoc import exclusion_of, operation_of
+from piagent.docs.openapi import openapi_path
 from piagent.errors import MessageTooLong, UpstreamRejected
-from piagent.http.apidoc import exclusion_of, operation_of
-from piagent.http.openapi import openapi_path
 from piagent.settings import PROJECT_ROOT, Settings
 
 KEY = "unit-test-key-0123456789"

@@ -1,7 +1,7 @@
 """What each route reads and answers, recorded on its view for the API document.
 
 A view is annotated with `@operation(...)` (its bodies are the pydantic models that
-validate and shape them) or `@undocumented(reason)`; `piagent.http.openapi` reads the
+validate and shape them) or `@undocumented(reason)`; `piagent.docs.openapi` reads the
 annotations off the app's URL map and writes the OpenAPI document from them.
 """
 
@@ -22,7 +22,7 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .schemas import ErrorReply
+from ..http.schemas import ErrorReply
 
 View = TypeVar("View", bound=Callable[..., object])
 
