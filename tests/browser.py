@@ -8,10 +8,20 @@ Content-Security-Policy violation. `check()` fails the test on any of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, Route
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    Route,
+    sync_playwright,
+)
 
 from tests.components import require_program
 
@@ -40,6 +50,15 @@ def launch_chromium(playwright: Playwright) -> Browser:
     """Debian's chromium, headless; skipped locally (failed in CI) when it is not installed."""
     path = require_program("chromium", "/usr/bin/chromium")
     return playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+
+
+@pytest.fixture(scope="module")
+def module_chromium() -> Iterator[Browser]:
+    """One Chromium for a test module (`browser = module_chromium` there)."""
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
 from piagent.app import create_app
 from piagent.settings import Settings
@@ -89,3 +90,26 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     """A real redis-server for the whole run; each user picks its own keys or flushes."""
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def memory_settings(request, tmp_path):
+    """Settings fields that choose each memory backend in turn, on an empty store."""
+    backend = request.param
+    fields = {"memory_backend": backend, "memory_path": tmp_path / "memory.sqlite3"}
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        fields["redis_url"] = url
+    return fields
+
+
+@pytest.fixture
+def build_client(make_settings, memory_settings):
+    """Builds a test client of an app on each memory backend in turn, with `overrides`."""
+
+    def build(**overrides):
+        return create_app(make_settings(**memory_settings, **overrides)).test_client()
+
+    return build

@@ -200,3 +200,21 @@ def waitress_server(app) -> Iterator[RunningServer]:
         stopping.set()
         thread.join(timeout=5)
         server.task_dispatcher.shutdown()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group is still running."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def access_fields(caplog, request_id: str) -> dict | None:
+    """The fields of piagent's log line for one request, once it is written."""
+    for record in caplog.records:
+        fields = getattr(record, "fields", None)
+        if record.name == "piagent.access" and fields and fields["request_id"] == request_id:
+            return fields
+    return None

@@ -7,7 +7,6 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 import requests
 
 from piagent.app import create_app
@@ -17,29 +16,6 @@ from piagent.memory.base import Message
 from tests.fake_ollama import count_prompt_tokens
 from tests.http_raw import read_head
 from tests.servers import free_port
-
-BACKENDS = ["memory", "sqlite", "redis"]
-
-
-@pytest.fixture(params=BACKENDS)
-def memory_settings(request, tmp_path):
-    """Settings fields that choose this test's backend, on an empty store."""
-    backend = request.param
-    fields = {"memory_backend": backend, "memory_path": tmp_path / "memory.sqlite3"}
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
-        with redis.Redis.from_url(url) as client:
-            client.flushdb()
-        fields["redis_url"] = url
-    return fields
-
-
-@pytest.fixture
-def build_client(make_settings, memory_settings):
-    def build(**overrides):
-        return create_app(make_settings(**memory_settings, **overrides)).test_client()
-
-    return build
 
 
 @pytest.fixture

@@ -11,19 +11,11 @@ import pytest
 import requests
 
 from tests.components import require_demo_packages, require_program
-from tests.servers import REPO, wait_until
+from tests.servers import REPO, group_alive, wait_until
 
 pytestmark = pytest.mark.realmodel
 
 _BANNER = re.compile(r"answering at (http://\S+)\nfrom .* at (http://\S+)/v1")
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def refuses_connections(url: str) -> bool:

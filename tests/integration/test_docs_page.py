@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.browser import DESKTOP, launch_chromium, visit
+from tests.browser import DESKTOP, module_chromium, visit
 from tests.conftest import gunicorn_for_module, shared_fake
 from tests.integration.test_web_page import subpath_site
 from tests.nginx import nginx
@@ -19,14 +19,7 @@ expect.set_options(timeout=15_000)  # Swagger UI parses the document on a loaded
 OPERATIONS = 12
 fake = shared_fake
 server = gunicorn_for_module(ACCESS_LOG="")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+browser = module_chromium
 
 
 def open_docs(browser, url: str):

@@ -13,7 +13,7 @@ from piagent.settings import Settings
 from tests.fake_openai import MODEL, FakeOpenAI
 from tests.http_raw import read_response, send_request
 from tests.prom import samples, value
-from tests.servers import free_port, gunicorn, wait_until, waitress_server
+from tests.servers import access_fields, free_port, gunicorn, wait_until, waitress_server
 
 TOKENS = [f"w{i} " for i in range(20)]
 
@@ -317,12 +317,3 @@ def test_a_reply_in_one_piece_has_no_speed_rather_than_a_wrong_one(client, upstr
         assert chat(client, headers={"X-Request-Id": "whole"}).status_code == 200
     line = access_fields(caplog, "whole")
     assert line["tokens"] == 3 and line["tokens_per_s"] is None
-
-
-def access_fields(caplog, request_id: str) -> dict | None:
-    """The fields of piagent's log line for one request, once it is written."""
-    for record in caplog.records:
-        fields = getattr(record, "fields", None)
-        if record.name == "piagent.access" and fields and fields["request_id"] == request_id:
-            return fields
-    return None

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.components import require_demo_packages, require_program
-from tests.servers import REPO, wait_until
+from tests.servers import REPO, group_alive, wait_until
 
 # The Makefile's set-up stamps: a test never reinstalls the shared virtualenv.
 _NO_INSTALL = ("-o", ".venv/.runtime", "-o", ".venv/.demo", "-o", ".venv/.dev")
@@ -26,14 +26,6 @@ def taken_port() -> Iterator[int]:
         other.bind(("127.0.0.1", 0))
         other.listen()
         yield other.getsockname()[1]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def make(target: str, port: int, tmp_path) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -11,34 +11,10 @@ import uuid
 from itertools import pairwise
 
 import pytest
-import redis
 
-from piagent.app import create_app
 from tests.fake_ollama import count_prompt_tokens
 
-BACKENDS = ["memory", "sqlite", "redis"]
 TURNS = 20
-
-
-@pytest.fixture(params=BACKENDS)
-def memory_settings(request, tmp_path):
-    """Settings fields that choose this test's backend, on an empty store."""
-    backend = request.param
-    fields = {"memory_backend": backend, "memory_path": tmp_path / "memory.sqlite3"}
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
-        with redis.Redis.from_url(url) as client:
-            client.flushdb()
-        fields["redis_url"] = url
-    return fields
-
-
-@pytest.fixture
-def build_client(make_settings, memory_settings):
-    def build(**overrides):
-        return create_app(make_settings(**memory_settings, **overrides)).test_client()
-
-    return build
 
 
 def question(turn: int) -> str:

@@ -16,7 +16,13 @@ from tests.conftest import MODEL, gunicorn_for_module, shared_fake
 from tests.http_raw import read_response, send_request
 from tests.prom import scrape, value
 from tests.redis_server import redis_server
-from tests.servers import free_port, piagent_under_gunicorn, wait_until, waitress_server
+from tests.servers import (
+    access_fields,
+    free_port,
+    piagent_under_gunicorn,
+    wait_until,
+    waitress_server,
+)
 
 SECRET_MESSAGE = "my-bank-pin-is-4321"
 SECRET_REPLY = "noted-4321"
@@ -257,12 +263,3 @@ def test_a_body_whose_close_fails_still_gets_its_line_and_metric(app, caplog):
     assert line["status"] == 200
     rule = {"route": "/failing-close", "method": "POST", "status": "200"}
     assert value(parsed, "piagent_http_requests_total", **rule) == 1
-
-
-def access_fields(caplog, request_id: str) -> dict | None:
-    """The fields of piagent's log line for one request, once it is written."""
-    for record in caplog.records:
-        fields = getattr(record, "fields", None)
-        if record.name == "piagent.access" and fields and fields["request_id"] == request_id:
-            return fields
-    return None

@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.browser import (
     DESKTOP,
     PHONE,
-    launch_chromium,
     message_box,
+    module_chromium,
     replies,
     send,
     user_messages,
@@ -26,6 +26,7 @@ from tests.nginx import nginx, shipped_site
 from tests.servers import REPO, free_port, gunicorn
 
 pytestmark = pytest.mark.gunicorn
+browser = module_chromium
 # Room for a loaded CI machine; a passing wait returns as soon as its condition holds.
 expect.set_options(timeout=10_000)
 
@@ -59,14 +60,6 @@ DISK_SPACE_REPLY = [
     "size, ",
     "use `du -sh <folder>`.",
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
