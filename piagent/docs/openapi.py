@@ -166,7 +166,7 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any
             "name": name,
             "in": where,
             "required": name in required,
-            "schema": _untitled(field),
+            "schema": _absent_not_null(_schema_only(field)),
             **({"description": field["description"]} if "description" in field else {}),
         }
         for name, field in schema.get("properties", {}).items()
@@ -183,8 +183,19 @@ def _path_parameters(rule: Rule, model: type[BaseModel] | None) -> list[dict[str
     ]
 
 
-def _untitled(schema: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in schema.items() if key != "title"}
+def _schema_only(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without the title and description its parameter shows itself."""
+    return {key: value for key, value in schema.items() if key not in ("title", "description")}
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional header or query value is left out, never sent as null: drop that choice."""
+    choices = schema.get("anyOf", [])
+    if schema.get("default", 0) is not None or {"type": "null"} not in choices:
+        return schema
+    kept = [choice for choice in choices if choice != {"type": "null"}]
+    rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+    return {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
 
 
 def _version() -> str:

@@ -52,10 +52,18 @@ class ChatHeaders(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     conversation_id: str | None = Field(
-        default=None, alias=CONVERSATION_HEADER, pattern=CONVERSATION_ID_PATTERN
+        default=None,
+        alias=CONVERSATION_HEADER,
+        pattern=CONVERSATION_ID_PATTERN,
+        description="The conversation to continue, as the body's conversation_id (which, if "
+        "also sent, must be the same). Lets a proxy route by it without reading the body.",
     )
     new_conversation_id: str | None = Field(
-        default=None, alias=NEW_CONVERSATION_HEADER, pattern=CONVERSATION_ID_PATTERN
+        default=None,
+        alias=NEW_CONVERSATION_HEADER,
+        pattern=CONVERSATION_ID_PATTERN,
+        description="The id to give the conversation when the request names none; the "
+        "cluster's nginx site sets it. Without it piagent makes a random one.",
     )
 
 
@@ -80,7 +88,9 @@ class ChatReply(BaseModel):
 class ConversationPath(BaseModel):
     """The conversation id in /conversations/<id>."""
 
-    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    conversation_id: str = Field(
+        pattern=CONVERSATION_ID_PATTERN, description="The id a chat answered with."
+    )
 
 
 class TranscriptMessage(BaseModel):
@@ -103,7 +113,9 @@ class ConversationListQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(
+        default=50, ge=1, le=200, description="The most conversations to list, newest first."
+    )
 
 
 class ConversationListItem(BaseModel):
@@ -143,7 +155,9 @@ class AgentList(BaseModel):
 class AgentPath(BaseModel):
     """The agent named in /agents/<name> and /v1/models/<name>; any other name is a 404."""
 
-    name: str = Field(examples=[DEFAULT_AGENT])
+    name: str = Field(
+        examples=[DEFAULT_AGENT], description="An agent's name, as GET /agents lists it."
+    )
 
 
 class AgentDetails(BaseModel):

@@ -140,6 +140,15 @@ def test_chat_documents_its_statuses_streams_and_headers():
     }
 
 
+def test_optional_headers_are_described_and_left_out_rather_than_null():
+    chat = document_of(build())["paths"]["/chat"]["post"]
+    headers = {p["name"]: p for p in chat["parameters"] if p.get("in") == "header"}
+    for name in ("X-Conversation-Id", "X-New-Conversation-Id"):
+        assert headers[name]["required"] is False
+        assert headers[name]["description"]
+        assert headers[name]["schema"] == {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+
+
 def test_v1_errors_are_documented_in_openai_shape():
     paths = document_of(build())["paths"]
     for item in (paths["/v1/models/{name}"]["get"], paths["/v1/chat/completions"]["post"]):
