@@ -8,7 +8,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 
@@ -19,6 +18,7 @@ from .base import Timeouts
 from .chunked import ChunkedDecoder, ChunkingError
 from .connection_faults import unreachable
 from .deadline import ReadDeadline
+from .transport import OneWriteAdapter
 
 # What a model server answers when the request itself is at fault (a bad parameter, a
 # prompt longer than its context: llama.cpp's 400), as opposed to the server failing.
@@ -46,7 +46,7 @@ class UpstreamClient:
         self._variable = variable
         self._timeouts = timeouts
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        adapter = OneWriteAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         # The server's address is fixed, so what the environment says about it (HTTP(S)_PROXY,
