@@ -11,16 +11,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import RunningServer, gunicorn  # noqa: E402
+from tests.servers import REPO, RunningServer, gunicorn  # noqa: E402
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
 def piagent(
-    fake_url: str, app: str = "wsgi:app", env: Mapping[str, str] | None = None
+    fake_url: str,
+    app: str = "wsgi:app",
+    env: Mapping[str, str] | None = None,
+    repo: Path = REPO,
 ) -> Iterator[tuple[RunningServer, int]]:
-    """piagent under gunicorn, talking to `fake_url`; yields the server and its worker's PID."""
+    """piagent (checkout `repo`) under gunicorn, talking to `fake_url`; yields it and its worker."""
     with tempfile.TemporaryDirectory() as tmp:
         # Admission control would refuse most of the load: this measures the relay.
         env = {
@@ -29,7 +32,7 @@ def piagent(
             "MAX_CONCURRENT_GENERATIONS": "5000",
             **(env or {}),
         }
-        with gunicorn(env, Path(tmp), app=app) as server:
+        with gunicorn(env, Path(tmp), app=app, repo=repo) as server:
             yield server, children(server.pid)[0]
 
 

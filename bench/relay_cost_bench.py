@@ -3,6 +3,7 @@
     .venv/bin/python bench/relay_cost_bench.py                # 3 rounds, about four minutes
     .venv/bin/python bench/relay_cost_bench.py --streams 10 --tokens 500 --rounds 1
     .venv/bin/python bench/relay_cost_bench.py --profile DIR  # and py-spy's top frames
+    .venv/bin/python bench/relay_cost_bench.py --against DIR --requests 4000
 
 The tests' fake Ollama (a process of its own) sends every token the moment it can.
 `--streams` streams of `--tokens` tokens are read at once, in turn through piagent
@@ -15,7 +16,9 @@ tokens: the worker's CPU per non-stream /chat, and the time to a stream's first 
 and to a whole non-stream reply, beside the fake asked directly.
 
 The machine may be shared and noisy: each round prints its own figures and ratios,
-and the summary gives the range over the rounds.
+and the summary gives the range over the rounds. `--against` another checkout (an export
+of main) gives only the per-request figures, of both at once, in alternating blocks of
+requests, so that the machine's other load weighs on both alike.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from pathlib import Path  # noqa: E402
 
 from gevent.pool import Pool  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from bench.fake_upstream import fake_process  # noqa: E402
 from bench.processes import children, cpu_seconds, piagent, pin  # noqa: E402
@@ -48,6 +52,7 @@ from tests.nginx import nginx, shipped_site  # noqa: E402
 from tests.servers import free_port, wait_until  # noqa: E402
 
 WORKER_CPU, LOAD_CPU = 0, 1
+BLOCK = 200  # requests to one checkout before the other's turn (--against)
 V1_STREAM = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
@@ -193,6 +198,29 @@ def per_request(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def against(args: argparse.Namespace) -> list[str]:
+    """Worker CPU per non-stream /chat and latency p50 of this checkout and `--against`."""
+    pin(0, LOAD_CPU)
+    repos = {"this checkout": ROOT, str(args.against): args.against.resolve()}
+    cpu, taken = dict.fromkeys(repos, 0.0), {name: [] for name in repos}
+    with ExitStack() as stack:
+        fake_url = stack.enter_context(fake_process())
+        servers = {n: stack.enter_context(piagent(fake_url, repo=r)) for n, r in repos.items()}
+        for server, worker in servers.values():
+            pin(worker, WORKER_CPU)
+            load(lambda url=server.url: post(url, "/chat", CHAT), 1, 200)  # warm up
+        for block in range(max(2, args.requests // BLOCK)):
+            for name, (server, worker) in sorted(servers.items(), reverse=block % 2 == 1):
+                before = cpu_seconds(worker)
+                taken[name] += load(lambda u=server.url: post(u, "/chat", CHAT), 1, BLOCK)[0]
+                cpu[name] += cpu_seconds(worker) - before
+    return [
+        f"{name:30} worker CPU per non-stream /chat {cpu[name] / len(taken[name]) * 1000:5.2f} ms, "
+        f"latency p50 {statistics.median(taken[name]) * 1000:5.2f} ms"
+        for name in repos
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=50)
@@ -200,7 +228,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=500, help="one at a time, per figure")
     parser.add_argument("--profile", type=Path, help="write py-spy's samples of round 1 here")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout: per-request figures of both"
+    )
     args = parser.parse_args()
+    if args.against:
+        print("\n".join(against(args)))
+        return
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     figures = stream_rounds(args)

@@ -78,10 +78,12 @@ def gunicorn(
     *,
     extra_args: tuple[str, ...] = (),
     app: str = "wsgi:app",
+    repo: Path = REPO,
 ):
     """Start `gunicorn -c gunicorn.conf.py wsgi:app` on a free loopback port; stop it after.
 
-    It runs in `log_dir`, so a developer's own .env in the repo does not leak in.
+    It runs in `log_dir`, so a developer's own .env in the repo does not leak in. `repo`
+    is the checkout it serves (a benchmark may compare another one).
     """
     log_path = log_dir / f"gunicorn-{time.monotonic_ns()}.log"
     child_env = {
@@ -98,9 +100,9 @@ def gunicorn(
                 "-m",
                 "gunicorn",
                 "-c",
-                str(REPO / "gunicorn.conf.py"),
+                str(repo / "gunicorn.conf.py"),
                 "--pythonpath",
-                str(REPO),
+                str(repo),
                 *extra_args,
                 app,
             ],

@@ -8,7 +8,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 
@@ -19,6 +18,7 @@ from .base import Timeouts
 from .chunked import ChunkedDecoder, ChunkingError
 from .connection_faults import unreachable
 from .deadline import ReadDeadline
+from .transport import OneWriteAdapter
 
 # What a model server answers when the request itself is at fault (a bad parameter, a
 # prompt longer than its context: llama.cpp's 400), as opposed to the server failing.
@@ -29,6 +29,7 @@ _ERROR_BODY_LIMIT = 4096
 # The most one read takes: far more than a burst of tokens, so a relay that fell behind
 # catches up in one read.
 _READ_SIZE = 65536
+_JSON = {"Content-Type": "application/json"}
 
 
 class UpstreamClient:
@@ -45,7 +46,7 @@ class UpstreamClient:
         self._variable = variable
         self._timeouts = timeouts
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        adapter = OneWriteAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         # The server's address is fixed, so what the environment says about it (HTTP(S)_PROXY,
@@ -54,6 +55,7 @@ class UpstreamClient:
         environment = self._session.merge_environment_settings(self._url, {}, None, None, None)
         self._proxies = environment["proxies"]
         self._verify = environment["verify"]
+        self._templates: dict[tuple[object, ...], requests.PreparedRequest] = {}
 
     def post(
         self, path: str, body: dict[str, Any], *, stream: bool, headers: dict[str, str]
@@ -72,12 +74,7 @@ class UpstreamClient:
         # Session.send skips what Session.post adds per call (merging settings, reading
         # netrc), and given the proxies it skips scanning the environment for them: most
         # of piagent's own time per chat.
-        request = requests.Request(
-            "POST",
-            f"{self._url}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **headers},
-        ).prepare()
+        request = self._prepared(path, headers, json.dumps(body).encode())
         try:
             response = self._session.send(
                 request,
@@ -105,6 +102,27 @@ class UpstreamClient:
             response, server=self.server, idle_s=idle_s, deadline=started + total_s
         )
         return UpstreamResponse(response, deadline, self.server)
+
+    def _prepared(
+        self, path: str, headers: dict[str, str], data: bytes
+    ) -> requests.PreparedRequest:
+        """The POST as Request.prepare() makes it, from a copy of one prepared per path.
+
+        Preparing parses and re-quotes the URL, reads credentials from it and builds a
+        cookie jar, the same every time.
+        """
+        key = (path, *headers.items())
+        template = self._templates.get(key)
+        if template is None:
+            template = requests.Request(
+                "POST", f"{self._url}{path}", data=b"", headers={**_JSON, **headers}
+            ).prepare()
+            self._templates[key] = template
+        request = requests.PreparedRequest()
+        request.method, request.url, request.body = template.method, template.url, data
+        request.headers = template.headers.copy()  # keeps the headers' order
+        request.headers["Content-Length"] = str(len(data))
+        return request
 
     def get_json(
         self, path: str, timeout_s: float, *, headers: dict[str, str] | None = None
