@@ -8,7 +8,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.servers import REPO
+from tests.fake_ollama import FakeOllama, Generation
+from tests.servers import REPO, RunningServer
 
 PIAGENT = (sys.executable, "-m", "piagent")
 
@@ -43,3 +44,15 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def closed_by_client(fake: FakeOllama, server: RunningServer) -> Generation:
+    """The generation whose connection piagent closed once the command stopped its reply.
+
+    Waited for after the command has reacted, so a failure tells which side did not:
+    the message then carries what piagent logged meanwhile.
+    """
+    try:
+        return fake.wait_for_client_close(timeout=10)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; piagent's log:\n{server.log()}") from None
