@@ -12,13 +12,15 @@ and /v1 chunks, and through nginx proxying the fake directly with the shipped si
 settings: the floor a proxy can reach. The worker (and nginx's worker) is kept on CPU 0
 and everything else on CPU 1; its CPU time (user + system, from /proc) over the tokens
 relayed is the figure. Then, one client at a time against a fake answering three
-tokens: the worker's CPU per non-stream /chat, and the time to a stream's first byte
-and to a whole non-stream reply, beside the fake asked directly.
+tokens: the worker's CPU per non-stream /chat beside the floor's (bench/floor_app.py, a
+bare Flask app making the same call with `requests`, the least this stack spends on a
+relayed request; the two served at once, in alternating blocks of requests), and the
+time to a stream's first byte and to a whole non-stream reply, beside the fake asked
+directly.
 
 The machine may be shared and noisy: each round prints its own figures and ratios,
 and the summary gives the range over the rounds. `--against` another checkout (an export
-of main) gives only the per-request figures, of both at once, in alternating blocks of
-requests, so that the machine's other load weighs on both alike.
+of main) gives only the per-request figures, of both and the floor at once.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from bench.processes import children, cpu_seconds, piagent, pin  # noqa: E402
 from bench.stream_bench import CHAT, DIRECT_CHAT, DIRECT_STREAM, STREAM, load, post  # noqa: E402
 from tests.http_raw import encode_request  # noqa: E402
 from tests.nginx import nginx, shipped_site  # noqa: E402
-from tests.servers import free_port, wait_until  # noqa: E402
+from tests.servers import RunningServer, free_port, wait_until  # noqa: E402
 
 WORKER_CPU, LOAD_CPU = 0, 1
 BLOCK = 200  # requests to one checkout before the other's turn (--against)
@@ -174,14 +176,40 @@ def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
     return figures
 
 
-def per_request(args: argparse.Namespace) -> list[str]:
-    """One client at a time, a three-token answer: CPU per /chat, first byte and latency."""
-    with fake_process() as fake_url, piagent(fake_url) as (server, worker):
+def alternating(
+    servers: dict[str, tuple[RunningServer, int]], requests: int
+) -> dict[str, tuple[float, float]]:
+    """Each server's worker CPU per non-stream /chat and latency p50, both in ms.
+
+    One client at a time, in blocks of requests to each server in turn (the order
+    reversed every other block), so that the machine's other load weighs on all alike.
+    """
+    cpu, taken = dict.fromkeys(servers, 0.0), {name: [] for name in servers}
+    for server, worker in servers.values():
         pin(worker, WORKER_CPU)
-        load(lambda: post(server.url, "/chat", CHAT), 1, 200)  # warm up
-        before = cpu_seconds(worker)
-        ours, _ = load(lambda: post(server.url, "/chat", CHAT), 1, args.requests)
-        cpu_ms = (cpu_seconds(worker) - before) / args.requests * 1000
+        load(lambda url=server.url: post(url, "/chat", CHAT), 1, 200)  # warm up
+    for block in range(max(2, requests // BLOCK)):
+        for name, (server, worker) in sorted(servers.items(), reverse=block % 2 == 1):
+            before = cpu_seconds(worker)
+            taken[name] += load(lambda u=server.url: post(u, "/chat", CHAT), 1, BLOCK)[0]
+            cpu[name] += cpu_seconds(worker) - before
+    return {
+        name: (cpu[name] / len(taken[name]) * 1000, statistics.median(taken[name]) * 1000)
+        for name in servers
+    }
+
+
+def per_request(args: argparse.Namespace) -> list[str]:
+    """One client at a time, a three-token answer: CPU per /chat, first byte and latency.
+
+    The CPU is also given beside the floor (bench/floor_app.py: a bare Flask app making
+    the same call to the model server with `requests`), served at the same time.
+    """
+    with ExitStack() as stack:
+        fake_url = stack.enter_context(fake_process())
+        server, worker = stack.enter_context(piagent(fake_url))
+        floor = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
+        figures = alternating({"piagent": (server, worker), "floor": floor}, args.requests)
         direct, _ = load(lambda: post(fake_url, "/api/chat", DIRECT_CHAT), 1, args.requests)
         first = [post(server.url, "/chat", STREAM) for _ in range(args.requests)]
         first_direct = [post(fake_url, "/api/chat", DIRECT_STREAM) for _ in range(args.requests)]
@@ -189,35 +217,29 @@ def per_request(args: argparse.Namespace) -> list[str]:
     def ms(values: list[float]) -> float:
         return statistics.median(values) * 1000
 
+    (cpu_ms, latency), (floor_ms, _) = figures["piagent"], figures["floor"]
     return [
-        f"worker CPU per non-stream /chat          {cpu_ms:6.2f} ms",
+        f"worker CPU per non-stream /chat (floor)  {cpu_ms:6.2f} ms ({floor_ms:.2f} ms)"
+        f"  x{cpu_ms / floor_ms:.2f} floor",
         f"stream first byte p50 (fake direct)      {ms(first):6.2f} ms ({ms(first_direct):.2f} ms)"
         f"  added {ms(first) - ms(first_direct):+.2f} ms",
-        f"non-stream latency p50 (fake direct)     {ms(ours):6.2f} ms ({ms(direct):.2f} ms)"
-        f"  added {ms(ours) - ms(direct):+.2f} ms",
+        f"non-stream latency p50 (fake direct)     {latency:6.2f} ms ({ms(direct):.2f} ms)"
+        f"  added {latency - ms(direct):+.2f} ms",
     ]
 
 
 def against(args: argparse.Namespace) -> list[str]:
-    """Worker CPU per non-stream /chat and latency p50 of this checkout and `--against`."""
+    """Worker CPU per non-stream /chat and latency p50 of this checkout, `--against`, the floor."""
     pin(0, LOAD_CPU)
     repos = {"this checkout": ROOT, str(args.against): args.against.resolve()}
-    cpu, taken = dict.fromkeys(repos, 0.0), {name: [] for name in repos}
     with ExitStack() as stack:
         fake_url = stack.enter_context(fake_process())
         servers = {n: stack.enter_context(piagent(fake_url, repo=r)) for n, r in repos.items()}
-        for server, worker in servers.values():
-            pin(worker, WORKER_CPU)
-            load(lambda url=server.url: post(url, "/chat", CHAT), 1, 200)  # warm up
-        for block in range(max(2, args.requests // BLOCK)):
-            for name, (server, worker) in sorted(servers.items(), reverse=block % 2 == 1):
-                before = cpu_seconds(worker)
-                taken[name] += load(lambda u=server.url: post(u, "/chat", CHAT), 1, BLOCK)[0]
-                cpu[name] += cpu_seconds(worker) - before
+        servers["floor"] = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
+        figures = alternating(servers, args.requests)
     return [
-        f"{name:30} worker CPU per non-stream /chat {cpu[name] / len(taken[name]) * 1000:5.2f} ms, "
-        f"latency p50 {statistics.median(taken[name]) * 1000:5.2f} ms"
-        for name in repos
+        f"{name:30} worker CPU per non-stream /chat {cpu_ms:5.2f} ms, latency p50 {latency:5.2f} ms"
+        for name, (cpu_ms, latency) in figures.items()
     ]
 
 
