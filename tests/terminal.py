@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -22,6 +23,19 @@ from tests.servers import wait_until
 CTRL_C = "\x03"
 CTRL_D = "\x04"
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
+
+
+def _as_from_a_shell_prompt() -> None:
+    """In the child: take the pty as its controlling terminal, Ctrl-C as a shell leaves it.
+
+    In its new session the pty (fd 0 by now) becomes the controlling terminal. SIGINT
+    goes back to its default: a shell prompt starts a command so, but these tests may
+    themselves run with SIGINT ignored (a shell script's background job, such as a CI
+    run started with `&`), which the child would inherit, and Python then never turns
+    Ctrl-C into KeyboardInterrupt.
+    """
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:
@@ -39,8 +53,7 @@ class Terminal:
             cwd=cwd,
             env={"TERM": "xterm", **env},
             start_new_session=True,
-            # In its new session, take the pty as the controlling terminal (fd 0 by now).
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            preexec_fn=_as_from_a_shell_prompt,
         )
         os.close(slave)
         self._fd = master
