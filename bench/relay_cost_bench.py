@@ -54,7 +54,7 @@ from tests.nginx import nginx, shipped_site  # noqa: E402
 from tests.servers import RunningServer, free_port, wait_until  # noqa: E402
 
 WORKER_CPU, LOAD_CPU = 0, 1
-BLOCK = 200  # requests to one checkout before the other's turn (--against)
+BLOCK = 200  # requests to one server before the next one's turn (per-request figures)
 V1_STREAM = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
