@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 # What bytes.strip() removes; str.strip() would also remove Unicode spaces, which no
 # JSON line may consist of.
 _BLANK = " \t\n\r\x0b\x0c"
 _DECODER = json.JSONDecoder()
+# The decoder's C scanner: one value from a position, without JSONDecoder.decode's
+# Python around it (skipping whitespace twice), which cost as much as the parse.
+_SCAN = _DECODER.scan_once
 
 
 class MalformedLine(ValueError):
@@ -22,17 +26,24 @@ def iter_ndjson(reads: Iterable[bytes]) -> Iterator[list[dict[str, Any]]]:
     A malformed line raises only once the objects before it have been handed on.
     """
     pending = b""
-    for data in reads:
-        pending += data
-        if b"\n" not in data:
+    for data in chain(reads, [b"\n"]):  # the last line may lack its newline
+        if pending:
+            data, pending = pending + data, b""
+        last = data.rfind(b"\n")
+        if last < 0:
+            pending = data
             continue
-        complete, _, pending = pending.rpartition(b"\n")
-        yield from _parse_lines(complete)
-    if pending.strip():  # the last line may lack its newline
-        yield from _parse_lines(pending)
+        if last + 1 < len(data):
+            data, pending = data[: last + 1], data[last + 1 :]
+        objects, failure = _parse_lines(data)
+        if objects:
+            yield objects
+        if failure is not None:
+            raise failure
 
 
-def _parse_lines(block: bytes) -> Iterator[list[dict[str, Any]]]:
+def _parse_lines(block: bytes) -> tuple[list[dict[str, Any]], MalformedLine | None]:
+    """The objects of the block's lines up to a malformed one, and that line's error."""
     # The lines of a read are decoded at once: JSON from text costs half what it costs
     # from bytes, which must first be told apart from UTF-16 and decoded one by one.
     try:
@@ -41,19 +52,29 @@ def _parse_lines(block: bytes) -> Iterator[list[dict[str, Any]]]:
         lines = block.split(b"\n")  # the line that is not UTF-8 raises on its own
     objects: list[dict[str, Any]] = []
     for line in lines:
-        if not line.strip(_BLANK if isinstance(line, str) else None):
+        if not line:
             continue
         try:
-            objects.append(_parse(line))
-        except MalformedLine:
-            if objects:
-                yield objects
-            raise
-    if objects:
-        yield objects
+            value = _parse(line)
+        except MalformedLine as exc:
+            return objects, exc
+        if value is not None:
+            objects.append(value)
+    return objects, None
 
 
-def _parse(line: str | bytes) -> dict[str, Any]:
+def _parse(line: str | bytes) -> dict[str, Any] | None:
+    """The line's object; None for a line of whitespace."""
+    if isinstance(line, str):
+        try:
+            value, end = _SCAN(line, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass  # leading whitespace, or not JSON: told apart below
+        else:
+            if end == len(line) and isinstance(value, dict):
+                return value  # the usual line: one object, nothing around it
+    if not line.strip(_BLANK if isinstance(line, str) else None):
+        return None
     try:
         value = _DECODER.decode(line if isinstance(line, str) else line.decode())
     except (ValueError, RecursionError) as exc:

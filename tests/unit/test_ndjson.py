@@ -82,3 +82,18 @@ def test_a_line_that_is_not_utf8_raises_after_the_lines_before_it():
     assert next(batches) == [{"a": 1}]
     with pytest.raises(MalformedLine, match=r"xff"):
         next(batches)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"a": 1}{"b": 2}\n', b'{"a": 1} x\n', b"[" * 100_000 + b"\n", b'"text"\n', b"NaNx\n"],
+    ids=["two-objects", "trailing-text", "deep-nesting", "a-string", "not-a-constant"],
+)
+def test_a_line_that_is_not_exactly_one_object_raises(line):
+    # Whatever the fast path parses, it hands on only a whole line that is one object.
+    with pytest.raises(MalformedLine):
+        list(iter_ndjson([b'{"ok": 1}\n', line]))
+
+
+def test_spaces_around_an_object_are_allowed():
+    assert list(iter_ndjson([b'{"a": 1}  \n\t{"b": 2}\r\n'])) == [{"a": 1}, {"b": 2}]
