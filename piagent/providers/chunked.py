@@ -14,6 +14,8 @@ import re
 _MAX_LINE = 65536
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A bare size line, as model servers write them: the usual chunk, parsed in one match.
+_BARE_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 
 
 class ChunkingError(ValueError):
@@ -40,6 +42,8 @@ class ChunkedDecoder:
         parts: list[bytes] = []
         pos, end = 0, len(data)
         state = self._state
+        if state == _SIZE:
+            pos = _whole_chunks(data, parts)
         while pos < end and state != _DONE:
             if state == _DATA:
                 stop = min(end, pos + self._left)
@@ -77,6 +81,24 @@ class ChunkedDecoder:
         if pos < end and state != _DONE:
             self._pending = data[pos:]
         return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _whole_chunks(data: bytes, parts: list[bytes]) -> int:
+    """Add the payloads of the complete chunks at the start of `data`; return where they end.
+
+    Stops at anything else (a chunk cut short, the last chunk, an extension, broken
+    framing), which the state machine then reads from there.
+    """
+    pos = 0
+    size_line = _BARE_SIZE_LINE.match
+    while (line := size_line(data, pos)) is not None:
+        start = line.end()
+        stop = start + int(line[1], 16)
+        if stop == start or data[stop : stop + 2] != b"\r\n":
+            break
+        parts.append(data[start:stop])
+        pos = stop + 2
+    return pos
 
 
 def _chunk_size(line: bytes) -> int:

@@ -58,3 +58,14 @@ def test_broken_framing_raises(body):
 def test_an_endless_size_line_raises():
     with pytest.raises(ChunkingError):
         decode([b"1" * 70000])
+
+
+def test_chunks_with_upper_case_sizes_and_extensions_between_plain_ones():
+    body = b"3\r\nabc\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n1\r\n!\r\n0\r\n\r\n"
+    payloads, done = decode([body])
+    assert payloads == [b"abchello0123456789!"] and done
+
+
+def test_a_plain_chunk_cut_short_is_handed_on_as_far_as_it_came():
+    payloads, done = decode([b"5\r\nhel", b"lo\r\n3\r\nabc", b"\r\n0\r\n\r\n"])
+    assert payloads == [b"hel", b"loabc", b""] and done
