@@ -181,12 +181,11 @@ class UpstreamResponse:
 
         A broken connection, a timeout or broken framing raises UpstreamError.
         """
-        source = self._chunked_reads() if self._plain_chunked() else self._content()
         try:
-            for data in source:
-                self._deadline.after_read()
-                if data:
-                    yield data
+            if self._plain_chunked():
+                yield from self._chunked_reads()
+            else:
+                yield from self._content()
         except TimeoutError:
             raise self._deadline.timeout_error() from None
         except requests.RequestException as exc:
@@ -203,22 +202,34 @@ class UpstreamResponse:
         return bool(raw.chunked) and encoding in ("", "identity") and raw.supports_chunked_reads()
 
     def _chunked_reads(self) -> Iterator[bytes]:
-        # http.client's buffered socket file, which may already hold the body's start
-        # (read with the headers); read1 hands back what it holds, or else what one
-        # socket read brings, and never waits for more.
+        # The first read goes through http.client's buffered socket file, which may
+        # already hold the body's start (read with the headers): read1 hands back all it
+        # holds, or else what one socket read brings, and never waits for more. Its
+        # buffer is then empty for good, so the reads after it go to the socket itself,
+        # a layer of Python fewer for each.
         body = self._response.raw._fp.fp
-        if body is None:  # closed already: nothing more to read, as urllib3 would say
-            return
+        connection = self._response.raw.connection
+        sock = connection.sock if connection is not None else None
+        if body is None or sock is None:
+            return  # closed already: nothing more to read, as urllib3 would say
         decoder = ChunkedDecoder()
+        after_read = self._deadline.after_read
+        read = body.read1
         while not decoder.done:
-            data = body.read1(_READ_SIZE)
+            data = read(_READ_SIZE)
             if not data:
                 raise ChunkingError("the body ended before its last chunk")
-            yield decoder.feed(data)
+            read = sock.recv
+            after_read()
+            if payload := decoder.feed(data):
+                yield payload
 
     def _content(self) -> Iterator[bytes]:
         # Anything else (a length, a compressed body) through requests, as it arrives.
-        return self._response.iter_content(chunk_size=None)
+        for data in self._response.iter_content(chunk_size=None):
+            self._deadline.after_read()
+            if data:
+                yield data
 
     def _broken(self) -> UpstreamError:
         return UpstreamError(f"the connection to {self._server} broke in the middle of the reply")
