@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
-from flask import request
+from flask import Response, request
 
 from ..chat.disconnect import DisconnectWatch
 from ..chat.generation import Generation
@@ -19,7 +19,7 @@ from ..ops.logs import printable
 from ..providers.base import ChatStats, GenerationOptions
 from .auth import api_key_id
 from .state import get_state
-from .stream_formats import SSE, SSE_HEARTBEAT, StreamFormat
+from .stream_formats import SSE, SSE_HEARTBEAT, STREAM_HEADERS, StreamFormat
 from .trace import current_trace
 
 log = logging.getLogger("piagent")
@@ -114,25 +114,29 @@ def stream_body(
     if fmt.media_type != SSE:
         cut_short = _cut_short_here(request.environ)
         generation.start(*call)
-        return StreamBody(_closing(generation, _relay(generation, fmt, cut_short)), generation)
+        return StreamBody(_relay(generation, fmt, cut_short), generation)
     starter = _Starter(lambda: generation.start(*call), heartbeat_s)
     with generation.waiting():
         started = starter.wait(heartbeat_s)
     chunks = _relay(generation, fmt) if started else _after_heartbeats(generation, starter, fmt)
-    return StreamBody(_closing(generation, chunks), generation)
+    return StreamBody(chunks, generation)
 
 
-def _closing(generation: Generation, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The chunks, then the generation closed as soon as the last one is out.
+def stream_response(
+    body: StreamBody, content_type: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The response of a stream: its body goes to the WSGI server as it is.
 
-    Not every caller closes a body the moment it ends (a test client may never), and
-    the place in the queue should not wait for it. A body closed before it started
-    skips this `finally`: StreamBody.close covers that case.
+    Werkzeug would otherwise wrap it twice (a check that each chunk is bytes, and an
+    iterator that closes it), two more steps for every chunk relayed; the chunks are
+    bytes already, and the server closes the body itself.
     """
-    try:
-        yield from chunks
-    finally:
-        generation.close()
+    return Response(
+        body,
+        content_type=content_type,
+        headers={**(headers or {}), **STREAM_HEADERS},
+        direct_passthrough=True,
+    )
 
 
 def _relay(
@@ -143,7 +147,10 @@ def _relay(
     A client that leaves keeps what it saw (the generation's close does that). An
     upstream failure, or a memory that cannot keep the reply, keeps nothing: plain
     text is cut short, without the final chunk (see _cut_short_here); SSE and NDJSON
-    end with an `error` event.
+    end with an `error` event. The generation is closed as soon as the last chunk is
+    out: not every caller closes a body the moment it ends (a test client may never),
+    and the place in the queue should not wait for it. A body closed before it started
+    skips this: StreamBody.close covers that case.
     """
     conversation_id = generation.trace.conversation_id
     try:
@@ -163,6 +170,8 @@ def _relay(
             cut_short(exc.detail)
             return
         yield fmt.event({"type": "error", "detail": exc.detail})
+    finally:
+        generation.close()
 
 
 def _after_heartbeats(
@@ -177,15 +186,16 @@ def _after_heartbeats(
                 started = starter.wait(starter.heartbeat_s)
     except ClientGone:
         log.info("stream %s: client left before the first token", conversation_id)
-        return
     except UpstreamError as exc:
         log.warning(
             "stream %s failed before its first token: %s", conversation_id, printable(exc.detail)
         )
         generation.settle()
         yield fmt.event({"type": "error", "detail": exc.detail})
+    else:
+        yield from _relay(generation, fmt)
         return
-    yield from _relay(generation, fmt)
+    generation.close()  # as _relay does, once the last chunk is out
 
 
 def _done_event(generation: Generation) -> dict[str, Any]:

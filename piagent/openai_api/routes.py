@@ -19,10 +19,10 @@ from ..docs.apidoc import GENERATION_ERRORS, Media, operation
 from ..errors import MessageTooLong, UnknownAgent
 from ..http.body import parse_body
 from ..http.errors import OPENAI_STATUSES, InvalidRequest, use_error_shape
-from ..http.relay import collect_reply, new_generation, stream_body
+from ..http.relay import collect_reply, new_generation, stream_body, stream_response
 from ..http.schemas import AgentPath
 from ..http.state import get_state
-from ..http.stream_formats import SSE, STREAM_HEADERS
+from ..http.stream_formats import SSE
 from ..http.trace import current_trace
 from ..messages import Message
 from .errors import openai_shape
@@ -92,6 +92,6 @@ def chat_completions() -> Response:
             fmt = ChunkFormat.for_completion(completion, include_usage=body.include_usage)
             chunks = stream_body(generation, call, fmt, state.settings.sse_heartbeat_s)
             owner.pop_all()  # from here the response body closes the generation
-            return Response(chunks, content_type=fmt.content_type, headers=STREAM_HEADERS)
+            return stream_response(chunks, fmt.content_type)
         text, stats = collect_reply(generation, call)
     return jsonify(completion.whole(text, stats))

@@ -21,7 +21,7 @@ from ..errors import (
 from ..http.auth import conversation_key
 from ..http.body import parse_body
 from ..http.errors import InvalidRequest
-from ..http.relay import collect_reply, new_generation, stream_body
+from ..http.relay import collect_reply, new_generation, stream_body, stream_response
 from ..http.schemas import (
     CONVERSATION_HEADER,
     NEW_CONVERSATION_HEADER,
@@ -31,7 +31,7 @@ from ..http.schemas import (
     StreamEvent,
 )
 from ..http.state import get_state
-from ..http.stream_formats import NDJSON, SSE, STREAM_HEADERS, TEXT, negotiate
+from ..http.stream_formats import NDJSON, SSE, TEXT, negotiate
 from ..http.trace import current_trace
 
 bp = Blueprint("chat", __name__)
@@ -81,7 +81,7 @@ def chat() -> Response:
             fmt = negotiate(request.accept_mimetypes)
             chunks = stream_body(generation, call, fmt, state.settings.sse_heartbeat_s)
             owner.pop_all()  # from here the response body closes the generation
-            return Response(chunks, content_type=fmt.content_type, headers=headers | STREAM_HEADERS)
+            return stream_response(chunks, fmt.content_type, headers)
         try:
             reply, stats = collect_reply(generation, call)
         except MemoryUnavailable as exc:
