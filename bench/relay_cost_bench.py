@@ -19,7 +19,10 @@ time to a stream's first byte and to a whole non-stream reply, beside the fake a
 directly.
 
 The machine may be shared and noisy: each round prints its own figures and ratios,
-and the summary gives the range over the rounds. `--against` another checkout (an export
+and the summary gives the range over the rounds. On a quiet machine the worker keeps
+up with what feeds it and reads more tokens at once whenever it falls behind, so its
+CPU per token hardly follows the relay's own work; bench/relay_path_bench.py measures
+that work alone. `--against` another checkout (an export
 of main) gives only the per-request figures, of both and the floor at once.
 """
 
