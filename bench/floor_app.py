@@ -4,6 +4,8 @@ For idle RSS, `GET /health`: defining one pydantic model is part of the floor, s
 pydantic loads most of itself only when the first model class is built. For the CPU a
 non-stream chat costs, `POST /chat`: read the JSON body, make one `requests` call to the
 model server at OLLAMA_HOST, answer JSON; no memory, agents, queue, metrics or checks.
+For the CPU a relayed token costs, `POST /api/chat`: the body passed on, and the model
+server's stream passed back as it comes, chunk by chunk, untouched (as nginx relays it).
 
 Served by the benchmarks under the same gunicorn settings, so the difference between
 its worker's figures and piagent's is what piagent itself costs.
@@ -54,3 +56,13 @@ def chat() -> dict[str, str]:
         timeout=30,
     )
     return {"reply": answer.json()["message"]["content"]}
+
+
+@app.post("/api/chat")
+def relay() -> flask.Response:
+    """The model server's stream, passed back chunk by chunk as it arrives."""
+    session, url = _model_server()
+    upstream = session.post(url, data=flask.request.get_data(), stream=True, timeout=30)
+    return flask.Response(
+        upstream.iter_content(chunk_size=None), content_type=upstream.headers["Content-Type"]
+    )

@@ -8,15 +8,16 @@
 The tests' fake Ollama (a process of its own) sends every token the moment it can.
 `--streams` streams of `--tokens` tokens are read at once, in turn through piagent
 (one gevent worker under `gunicorn -c gunicorn.conf.py`) as plain text, NDJSON, SSE
-and /v1 chunks, and through nginx proxying the fake directly with the shipped site's
-settings: the floor a proxy can reach. The worker (and nginx's worker) is kept on CPU 0
-and everything else on CPU 1; its CPU time (user + system, from /proc) over the tokens
-relayed is the figure. Then, one client at a time against a fake answering three
-tokens: the worker's CPU per non-stream /chat beside the floor's (bench/floor_app.py, a
-bare Flask app making the same call with `requests`, the least this stack spends on a
-relayed request; the two served at once, in alternating blocks of requests), and the
-time to a stream's first byte and to a whole non-stream reply, beside the fake asked
-directly.
+and /v1 chunks, through nginx proxying the fake directly with the shipped site's
+settings (the floor a proxy can reach), and through bench/floor_app.py passing the
+fake's chunks back untouched under the same gunicorn settings (the floor this stack can
+reach). Each worker (nginx's too) is kept on CPU 0 and everything else on CPU 1; its
+CPU time (user + system, from /proc) over the tokens relayed is the figure. Then, one
+client at a time against a fake answering three tokens: the worker's CPU per non-stream
+/chat beside the floor's (bench/floor_app.py again, making the same call with
+`requests`: the least this stack spends on a relayed request; the two served at once,
+in alternating blocks of requests), and the time to a stream's first byte and to a
+whole non-stream reply, beside the fake asked directly.
 
 The machine may be shared and noisy: each round prints its own figures and ratios,
 and the summary gives the range over the rounds. On a quiet machine the worker keeps
@@ -78,6 +79,8 @@ ROUTES = [
     Route("/v1 chunks", "/v1/chat/completions", V1_STREAM),
 ]
 FLOOR = Route("nginx -> fake", "/api/chat", DIRECT_STREAM)
+# The same stream through bench/floor_app.py: the least this stack does to relay it.
+BARE = Route("bare Flask relay", "/api/chat", DIRECT_STREAM)
 
 
 def read_stream(url: str, route: Route) -> int:
@@ -150,30 +153,31 @@ def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
         pinned = pin(0, LOAD_CPU)  # what starts from here (the fake, the servers) inherits it
         fake_url = stack.enter_context(fake_process(tokens=tokens))
         server, worker = stack.enter_context(piagent(fake_url))
+        bare, bare_worker = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
         site = shipped_site(fake_url.removeprefix("http://"), free_port())
         nginx_root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         proxy = stack.enter_context(nginx(site, nginx_root))
         nginx_worker = wait_until(lambda: children(proxy.pid), 10, what="nginx's worker")[0]
         if pinned:
-            pin(worker, WORKER_CPU)
-            pin(nginx_worker, WORKER_CPU)
+            for pid in (worker, bare_worker, nginx_worker):
+                pin(pid, WORKER_CPU)
         where = "pinned to CPU 0" if pinned else "not pinned (one CPU)"
         print(f"{args.streams} streams x {args.tokens} tokens at once, fake at full speed; "
               f"worker {where}", flush=True)  # fmt: skip
         for route in ROUTES:  # warm up: connections, imports, first-use caches
             Pool(4).map(lambda _, r=route: read_stream(server.url, r), range(4))
         read_stream(proxy.url, FLOOR)
+        Pool(4).map(lambda _: read_stream(bare.url, BARE), range(4))
+        floors = [(FLOOR, proxy.url, nginx_worker), (BARE, bare.url, bare_worker)]
         for r in range(1, args.rounds + 1):
-            for route, url, pid in [(FLOOR, proxy.url, nginx_worker)] + [
-                (route, server.url, worker) for route in ROUTES
-            ]:
+            for route, url, pid in floors + [(route, server.url, worker) for route in ROUTES]:
                 out = None
-                if args.profile and route is not FLOOR and r == 1:
+                if args.profile and route in ROUTES and r == 1:
                     out = args.profile / f"{route.name.replace('/', '').replace(' ', '-')}.txt"
                 figure = profiled(out, url, route, pid, args)
                 figures[route.name].append(figure)
                 floor = figures[FLOOR.name][-1]
-                print(f"round {r}  {route.name:14} {figure:7.1f} µs/token  "
+                print(f"round {r}  {route.name:16} {figure:7.1f} µs/token  "
                       f"{1e6 / figure / 1000:6.1f}k tokens/CPU-s  x{figure / floor:5.2f} nginx",
                       flush=True)  # fmt: skip
     return figures
