@@ -27,15 +27,13 @@ def iter_ndjson(reads: Iterable[bytes]) -> Iterator[list[dict[str, Any]]]:
     """
     pending = b""
     for data in chain(reads, [b"\n"]):  # the last line may lack its newline
-        if pending:
-            data, pending = pending + data, b""
         last = data.rfind(b"\n")
         if last < 0:
-            pending = data
+            pending += data
             continue
-        if last + 1 < len(data):
-            data, pending = data[: last + 1], data[last + 1 :]
-        objects, failure = _parse_lines(data)
+        # Usually the read is whole lines and nothing is pending: no bytes are copied.
+        block, pending = pending + data[: last + 1], data[last + 1 :]
+        objects, failure = _parse_lines(block)
         if objects:
             yield objects
         if failure is not None:
