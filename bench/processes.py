@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import REPO, RunningServer, gunicorn  # noqa: E402
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# bench/floor_app.py as gunicorn loads it: the bare Flask app piagent is measured against.
+FLOOR_APP = "bench.floor_app:app"
 
 
 @contextmanager

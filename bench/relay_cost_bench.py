@@ -23,8 +23,8 @@ The machine may be shared and noisy: each round prints its own figures and ratio
 and the summary gives the range over the rounds. On a quiet machine the worker keeps
 up with what feeds it and reads more tokens at once whenever it falls behind, so its
 CPU per token hardly follows the relay's own work; bench/relay_path_bench.py measures
-that work alone. `--against` another checkout (an export
-of main) gives only the per-request figures, of both and the floor at once.
+that work alone. `--against` another checkout (an export of main) gives only the
+per-request figures, of both and the floor at once.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fake_upstream import fake_process  # noqa: E402
-from bench.processes import children, cpu_seconds, piagent, pin  # noqa: E402
+from bench.processes import FLOOR_APP, children, cpu_seconds, piagent, pin  # noqa: E402
 from bench.stream_bench import CHAT, DIRECT_CHAT, DIRECT_STREAM, STREAM, load, post  # noqa: E402
 from tests.http_raw import encode_request  # noqa: E402
 from tests.nginx import nginx, shipped_site  # noqa: E402
@@ -78,7 +78,7 @@ ROUTES = [
     Route("SSE", "/chat", STREAM, "text/event-stream"),
     Route("/v1 chunks", "/v1/chat/completions", V1_STREAM),
 ]
-FLOOR = Route("nginx -> fake", "/api/chat", DIRECT_STREAM)
+NGINX = Route("nginx -> fake", "/api/chat", DIRECT_STREAM)
 # The same stream through bench/floor_app.py: the least this stack does to relay it.
 BARE = Route("bare Flask relay", "/api/chat", DIRECT_STREAM)
 
@@ -146,14 +146,14 @@ def top_frames(collapsed: Path, count: int) -> list[str]:
 
 
 def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
-    """Each round: the floor, then every route; µs of worker CPU per token, by route."""
+    """Each round: nginx, the bare relay, then every route; µs of worker CPU per token, by route."""
     tokens = [f" w{i % 97}" for i in range(args.tokens)]
     figures: dict[str, list[float]] = defaultdict(list)
     with ExitStack() as stack:
         pinned = pin(0, LOAD_CPU)  # what starts from here (the fake, the servers) inherits it
         fake_url = stack.enter_context(fake_process(tokens=tokens))
         server, worker = stack.enter_context(piagent(fake_url))
-        bare, bare_worker = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
+        bare, bare_worker = stack.enter_context(piagent(fake_url, FLOOR_APP))
         site = shipped_site(fake_url.removeprefix("http://"), free_port())
         nginx_root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         proxy = stack.enter_context(nginx(site, nginx_root))
@@ -164,21 +164,20 @@ def stream_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
         where = "pinned to CPU 0" if pinned else "not pinned (one CPU)"
         print(f"{args.streams} streams x {args.tokens} tokens at once, fake at full speed; "
               f"worker {where}", flush=True)  # fmt: skip
-        for route in ROUTES:  # warm up: connections, imports, first-use caches
-            Pool(4).map(lambda _, r=route: read_stream(server.url, r), range(4))
-        read_stream(proxy.url, FLOOR)
-        Pool(4).map(lambda _: read_stream(bare.url, BARE), range(4))
-        floors = [(FLOOR, proxy.url, nginx_worker), (BARE, bare.url, bare_worker)]
+        measured = [(NGINX, proxy.url, nginx_worker), (BARE, bare.url, bare_worker)]
+        measured += [(route, server.url, worker) for route in ROUTES]
+        for route, url, _ in measured:  # warm up: connections, imports, first-use caches
+            Pool(4).map(lambda _, r=route, u=url: read_stream(u, r), range(4))
         for r in range(1, args.rounds + 1):
-            for route, url, pid in floors + [(route, server.url, worker) for route in ROUTES]:
+            for route, url, pid in measured:
                 out = None
                 if args.profile and route in ROUTES and r == 1:
                     out = args.profile / f"{route.name.replace('/', '').replace(' ', '-')}.txt"
                 figure = profiled(out, url, route, pid, args)
                 figures[route.name].append(figure)
-                floor = figures[FLOOR.name][-1]
+                by_nginx = figure / figures[NGINX.name][-1]
                 print(f"round {r}  {route.name:16} {figure:7.1f} µs/token  "
-                      f"{1e6 / figure / 1000:6.1f}k tokens/CPU-s  x{figure / floor:5.2f} nginx",
+                      f"{1e6 / figure / 1000:6.1f}k tokens/CPU-s  x{by_nginx:5.2f} nginx",
                       flush=True)  # fmt: skip
     return figures
 
@@ -215,7 +214,7 @@ def per_request(args: argparse.Namespace) -> list[str]:
     with ExitStack() as stack:
         fake_url = stack.enter_context(fake_process())
         server, worker = stack.enter_context(piagent(fake_url))
-        floor = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
+        floor = stack.enter_context(piagent(fake_url, FLOOR_APP))
         figures = alternating({"piagent": (server, worker), "floor": floor}, args.requests)
         direct, _ = load(lambda: post(fake_url, "/api/chat", DIRECT_CHAT), 1, args.requests)
         first = [post(server.url, "/chat", STREAM) for _ in range(args.requests)]
@@ -242,7 +241,7 @@ def against(args: argparse.Namespace) -> list[str]:
     with ExitStack() as stack:
         fake_url = stack.enter_context(fake_process())
         servers = {n: stack.enter_context(piagent(fake_url, repo=r)) for n, r in repos.items()}
-        servers["floor"] = stack.enter_context(piagent(fake_url, "bench.floor_app:app"))
+        servers["floor"] = stack.enter_context(piagent(fake_url, FLOOR_APP))
         figures = alternating(servers, args.requests)
     return [
         f"{name:30} worker CPU per non-stream /chat {cpu_ms:5.2f} ms, latency p50 {latency:5.2f} ms"
@@ -269,9 +268,9 @@ def main() -> None:
     figures = stream_rounds(args)
     print(f"\nover {args.rounds} round(s): {'figure':18} {'µs/token':>13} "
           f"{'tokens/CPU-s':>15} {'x nginx':>13}")  # fmt: skip
-    floors = figures[FLOOR.name]
+    nginx_figures = figures[NGINX.name]
     for name, values in figures.items():
-        ratios = [v / f for v, f in zip(values, floors, strict=True)]
+        ratios = [v / f for v, f in zip(values, nginx_figures, strict=True)]
         rates = [1000 / v for v in values]
         print(f"{'':17} {name:18} {min(values):5.1f}-{max(values):5.1f}   "
               f"{min(rates):5.1f}k-{max(rates):5.1f}k   "

@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from flask import Flask
@@ -98,7 +98,9 @@ class _Provider:
     def __init__(self, tokens: int) -> None:
         self._tokens = tokens
 
-    def open_chat(self, messages, model, options, *, stream):  # noqa: ANN001, ANN201
+    def open_chat(
+        self, messages: Sequence[Message], model: str, options: GenerationOptions, *, stream: bool
+    ) -> OllamaChatStream:
         return OllamaChatStream(_Replay(self._tokens))
 
 
@@ -145,7 +147,7 @@ def main() -> None:
         "/v1 chunks": ChunkFormat.for_completion(Completion("general"), include_usage=False),
     }
 
-    def best(measure) -> float:  # noqa: ANN001
+    def best(measure: Callable[[], float]) -> float:
         return min(measure() for _ in range(args.repeat)) / args.tokens * 1e6
 
     bare = best(lambda: bare_path(args.tokens))

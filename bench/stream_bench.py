@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.fake_upstream import fake_process  # noqa: E402
-from bench.processes import piagent, rss_mb  # noqa: E402
+from bench.processes import FLOOR_APP, piagent, rss_mb  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.http_raw import read_response, send_request  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
 
     print(f"{'figure':46} {'piagent':>15} {'direct to fake':>15} {'difference':>14}  target")
 
-    with fake_process() as fake_url, piagent(fake_url, "bench.floor_app:app") as (_, floor_pid):
+    with fake_process() as fake_url, piagent(fake_url, FLOOR_APP) as (_, floor_pid):
         floor_rss = rss_mb(floor_pid)
     with fake_process(tokens=["Hel", "lo", "!"]) as fake_url, piagent(fake_url) as (server, pid):
         row("idle RSS of the worker (vs bare Flask app)", rss_mb(pid), floor_rss, "MB", "<= 45 MB")
